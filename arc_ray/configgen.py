@@ -1,0 +1,310 @@
+"""Proposal → merged, validated, constrained experiment config, written as YAML + JSON.
+
+Seed-compatible surface: :class:`ExperimentConfigGenerator`, :func:`get_config_generator`,
+``generate_config(experiment_id, proposal, validate=True)``, ``get_baseline_config()``,
+``update_baseline(config)``.
+
+Validation collects *every* violation before raising, in this order: the experiment id,
+unknown parameters, each parameter against the search space (type, range, choices,
+NaN/inf), train/val split consistency, the trainable's own pydantic ``Config``, and the
+study's constraints (declared and learned). Nothing is written unless all pass.
+Files land atomically: ``<study>/experiments/<id>/`` is assembled under a temporary
+name and renamed into place, so a reader never sees half an experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from arc_ray.errors import ConfigValidationError, Violation
+from arc_ray.records import Constraint, Proposal, experiment_id_problem
+from arc_ray.study import flatten_config, unflatten_config
+
+if TYPE_CHECKING:
+    from arc_ray.study import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SPLIT_TOLERANCE = 1e-9
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ExperimentConfigGenerator:
+    """Turns proposals into validated configs for one study.
+
+    Args:
+        study: the study whose baseline, search space and constraints apply.
+        constraints: learned constraints to enforce beside the study's declared ones;
+            replace them later with :meth:`set_constraints`.
+        output_dir: where ``<id>/config.yaml`` go; default ``study.experiments_dir``.
+
+    Thread safety: ``generate_config`` may be called from several threads; baseline
+    updates are serialised by a lock.
+    """
+
+    def __init__(
+        self,
+        study: "StudyConfig",
+        constraints: list[Constraint] | None = None,
+        output_dir: str | Path | None = None,
+    ) -> None:
+        self.study = study
+        self.space = study.search_space
+        self.output_dir = Path(output_dir or study.experiments_dir)
+        self.baseline_dir = Path(study.study_dir) / "baseline"
+        self._learned: list[Constraint] = list(constraints or [])
+        self._lock = threading.Lock()
+        self._config_model: type[BaseModel] | None | bool = False  # False = not looked up yet
+        self._baseline = self._load_current_baseline()
+        self._baseline_flat = flatten_config(self._baseline)
+
+    # ------------------------------------------------------------ constraints
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        """Declared constraints first, then learned ones."""
+        return [*self.study.constraints, *self._learned]
+
+    def set_constraints(self, learned: list[Constraint]) -> None:
+        """Replace the learned constraints (the historian's latest)."""
+        self._learned = list(learned)
+
+    # ---------------------------------------------------------------- baseline
+
+    def get_baseline_config(self) -> dict[str, Any]:
+        """The current baseline (the study's, or the last :meth:`update_baseline`), nested."""
+        return unflatten_config(dict(self._baseline_flat))
+
+    def update_baseline(self, config: Mapping[str, Any], reason: str = "") -> dict[str, Any]:
+        """Validate ``config`` and make it the baseline; the previous one is kept numbered.
+
+        Returns:
+            the new baseline, coerced.
+
+        Raises:
+            ConfigValidationError: ``config`` breaks a rule; the baseline is unchanged.
+        """
+        flat = self._validate_flat(flatten_config(config), check_unknown=False)
+        new = unflatten_config(flat)
+        with self._lock:
+            self.baseline_dir.mkdir(parents=True, exist_ok=True)
+            current = self.baseline_dir / "current.yaml"
+            if current.exists():
+                n = len(list(self.baseline_dir.glob("previous_*.yaml"))) + 1
+                shutil.copy2(current, self.baseline_dir / f"previous_{n:04d}.yaml")
+            doc = {"updated_at": time.time(), "reason": reason, "config": new}
+            _atomic_write_text(current, yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
+            self._baseline, self._baseline_flat = new, flat
+        logger.info("baseline updated (%s)", reason or "no reason given")
+        return new
+
+    def previous_baselines(self) -> list[dict[str, Any]]:
+        """Earlier baselines, oldest first."""
+        out = []
+        for p in sorted(self.baseline_dir.glob("previous_*.yaml")):
+            out.append(yaml.load(p.read_text(), Loader=_Loader)["config"])
+        return out
+
+    def _load_current_baseline(self) -> dict[str, Any]:
+        current = self.baseline_dir / "current.yaml"
+        if current.is_file():
+            try:
+                return dict(yaml.load(current.read_text(), Loader=_Loader)["config"])
+            except Exception as exc:  # a damaged file must not stop the study
+                logger.error("ignoring unreadable baseline %s: %s", current, exc)
+        return dict(self.study.baseline)
+
+    # -------------------------------------------------------------- generation
+
+    def merge(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Baseline with ``changes`` applied, flat (dotted keys). No validation."""
+        merged = dict(self._baseline_flat)
+        merged.update(flatten_config(changes))
+        return merged
+
+    def validate(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge and validate without writing; returns the nested config.
+
+        Raises:
+            ConfigValidationError: with every violation found.
+        """
+        flat_changes = flatten_config(changes)
+        unknown = [Violation(k, v, self._unknown_rule(k)) for k, v in flat_changes.items()
+                   if k not in self.space]
+        merged = dict(self._baseline_flat)
+        merged.update(flat_changes)
+        return unflatten_config(self._validate_flat(merged, check_unknown=False, extra=unknown))
+
+    def generate_config(
+        self,
+        experiment_id: str,
+        proposal: Proposal | Mapping[str, Any],
+        validate: bool = True,
+        write: bool = True,
+    ) -> dict[str, Any]:
+        """Merge a proposal's changes into the baseline, validate, and write the config.
+
+        Args:
+            experiment_id: a safe folder name (letters, digits, ``_ . -``, ≤ 64).
+            proposal: a :class:`Proposal`, or a mapping with ``changes`` (or of changes).
+            validate: check the search space, the trainable's ``Config`` and constraints.
+            write: write ``<output_dir>/<id>/config.yaml`` and ``config.json``.
+
+        Returns:
+            the nested config, with ``experiment_id`` added.
+
+        Raises:
+            ConfigValidationError: naming every field at fault; nothing is written.
+        """
+        problem = experiment_id_problem(experiment_id)
+        if problem:
+            raise ConfigValidationError([Violation("experiment_id", experiment_id, problem)])
+        if isinstance(proposal, Proposal):
+            changes = proposal.changes
+        elif isinstance(proposal, Mapping):
+            changes = proposal.get("changes", proposal) if "changes" in proposal else proposal
+        else:
+            raise ConfigValidationError(
+                [Violation("proposal", type(proposal).__name__, "expected a Proposal or a mapping of changes")]
+            )
+        config = self.validate(changes) if validate else unflatten_config(self.merge(changes))
+        config["experiment_id"] = experiment_id
+        if write:
+            self.write_config(experiment_id, config)
+        return config
+
+    def write_config(self, experiment_id: str, config: Mapping[str, Any]) -> Path:
+        """Atomically write ``config.yaml`` and ``config.json`` under ``<output_dir>/<id>/``."""
+        final = self.output_dir / experiment_id
+        as_yaml = yaml.dump(dict(config), Dumper=_Dumper, sort_keys=False)
+        as_json = json.dumps(config, indent=1, default=str)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigValidationError(
+                [Violation("storage", str(self.output_dir), f"cannot create folder: {exc}")]
+            ) from None
+        if final.is_dir():  # rewriting (resume): replace each file atomically
+            _atomic_write_text(final / "config.yaml", as_yaml)
+            _atomic_write_text(final / "config.json", as_json)
+            return final
+        tmp = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=f".{experiment_id}."))
+        try:
+            (tmp / "config.yaml").write_text(as_yaml, encoding="utf-8")
+            (tmp / "config.json").write_text(as_json, encoding="utf-8")
+            os.rename(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.is_dir():
+                raise
+            # another writer placed the same experiment first: keep theirs, refresh files
+            _atomic_write_text(final / "config.yaml", as_yaml)
+            _atomic_write_text(final / "config.json", as_json)
+        return final
+
+    # -------------------------------------------------------------- validation
+
+    def _unknown_rule(self, key: str) -> str:
+        group, _, leaf = key.rpartition(".")
+        if group and any(n.startswith(group + ".") for n in self.space.names):
+            known = sorted(n.rpartition(".")[2] for n in self.space.names if n.startswith(group + "."))
+            return f"unknown {group} key {leaf!r}; expected one of: {', '.join(known)}"
+        return f"unknown parameter; searchable parameters are: {', '.join(self.space.names)}"
+
+    def _validate_flat(
+        self,
+        flat: dict[str, Any],
+        *,
+        check_unknown: bool,
+        extra: list[Violation] | None = None,
+    ) -> dict[str, Any]:
+        violations = list(extra or [])
+        if check_unknown:
+            violations += [Violation(k, v, self._unknown_rule(k)) for k, v in flat.items()
+                           if k not in self.space and k not in self._baseline_flat]
+        coerced, space_violations = self.space.validate_flat(flat)
+        violations += space_violations
+        violations += _split_violations(coerced)
+        if not violations:
+            violations += self._model_violations(coerced)
+        if not violations:
+            for c in self.constraints:
+                if c.forbids(coerced):
+                    field = " × ".join(c.parameters)
+                    value = c.quantity(coerced)
+                    violations.append(Violation(
+                        field, value, f"inside {c.source} constraint {c.id!r} ({c.describe()}): {c.reason}"))
+        if violations:
+            raise ConfigValidationError(violations)
+        return coerced
+
+    def _model_violations(self, flat: dict[str, Any]) -> list[Violation]:
+        model = self._get_config_model()
+        if model is None:
+            return []
+        try:
+            model.model_validate(unflatten_config(flat))
+        except ValidationError as exc:
+            return [Violation(".".join(map(str, e["loc"])) or "config", e.get("input"),
+                              f"{model.__name__}: {e['msg']}") for e in exc.errors()]
+        return []
+
+    def _get_config_model(self) -> type[BaseModel] | None:
+        if self._config_model is False:
+            self._config_model = self.study.load_config_model()
+        return self._config_model  # type: ignore[return-value]
+
+
+def _split_violations(flat: Mapping[str, Any]) -> list[Violation]:
+    train, val = flat.get("train_split"), flat.get("val_split")
+    if train is None or val is None:
+        return []
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (train, val)):
+        return []
+    if not math.isclose(train + val, 1.0, rel_tol=0, abs_tol=SPLIT_TOLERANCE):
+        return [Violation("train_split + val_split", train + val,
+                          f"must sum to 1.0 (train_split={train}, val_split={val})")]
+    return []
+
+
+_default_generator: ExperimentConfigGenerator | None = None
+_default_lock = threading.Lock()
+
+
+def get_config_generator(study: "StudyConfig | None" = None) -> ExperimentConfigGenerator:
+    """The process-wide generator (seed surface). The first call must pass the study."""
+    global _default_generator
+    with _default_lock:
+        if study is not None and (_default_generator is None or _default_generator.study is not study):
+            _default_generator = ExperimentConfigGenerator(study)
+        if _default_generator is None:
+            raise RuntimeError("get_config_generator() needs a study on its first call")
+        return _default_generator
+
+
+__all__ = ["ExperimentConfigGenerator", "get_config_generator"]
