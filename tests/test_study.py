@@ -1,0 +1,198 @@
+"""StudyConfig loading: the shipped configs load, and bad study files fail clearly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from arc_ray.errors import ConfigValidationError
+from arc_ray.records import Constraint, JobStatus
+from arc_ray.study import ParamSpec, SearchSpace, StudyConfig, flatten_config, unflatten_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["arc.yaml", "fundus-cpu.yaml"])
+def test_shipped_studies_load(name):
+    study = StudyConfig.from_yaml(ROOT / "configs" / name)
+    assert study.metric == "auc" and study.mode == "max"
+    assert "augmentation.flip" in study.search_space
+    assert Path(study.storage).is_absolute()  # resolved against the YAML's folder
+    assert Path(study.storage) == (ROOT / "history").resolve()
+    for model in ("efficientnet_b0",):
+        assert model in study.search_space["model"].choices
+
+
+def test_flagship_space_has_the_issue_parameters():
+    study = StudyConfig.from_yaml(ROOT / "configs" / "arc.yaml")
+    space = study.search_space
+    assert set(space["model"].choices) >= {"efficientnet_b0", "efficientnet_b3", "efficientnet_b5",
+                                           "resnet50", "vit_base_patch16_224", "resnet18"}
+    lr = space["learning_rate"]
+    assert (lr.low, lr.high, lr.log) == (1e-6, 1.0, True)
+    assert set(space["optimizer"].choices) == {"adam", "adamw", "sgd"}
+    for key in ("batch_size", "weight_decay", "epochs", "image_size", "dropout", "train_split",
+                "val_split", "augmentation.flip", "augmentation.rotate", "augmentation.crop",
+                "augmentation.color_jitter"):
+        assert key in space
+
+
+def test_relative_paths_resolve_against_yaml_folder(tmp_path):
+    sub = tmp_path / "studies"
+    sub.mkdir()
+    (sub / "space.yaml").write_text("x: {type: float, low: 0, high: 1}\n")
+    (sub / "base.yaml").write_text("x: 0.5\ndata_dir: imgs\n")
+    (sub / "s.yaml").write_text(
+        "name: s\ntrainable: trainables.toy:train\nmetric: score\n"
+        "baseline: base.yaml\nsearch_space: space.yaml\nstorage: out\n")
+    study = StudyConfig.from_yaml(sub / "s.yaml")
+    assert study.storage == str(sub / "out")
+    assert study.baseline["data_dir"] == str(sub / "imgs")
+    assert study.study_dir == str(sub / "out" / "s")
+
+
+def _write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = ("name: s\ntrainable: trainables.toy:train\nmetric: score\n"
+        "baseline: {x: 0.5}\nsearch_space: {x: {type: float, low: 0, high: 1}}\n")
+
+
+def test_minimal_inline_study(tmp_path):
+    study = StudyConfig.from_yaml(_write(tmp_path, GOOD))
+    assert study.search_space.names == ["x"]
+    assert study.baseline == {"x": 0.5}
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = _write(tmp_path, GOOD + "budget: {max_cycles: 3\nseed: [1, 2\n")
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "malformed YAML" in msg and "line" in msg
+
+
+def test_missing_required_key_is_named(tmp_path):
+    path = _write(tmp_path, GOOD.replace("metric: score\n", ""))
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(path)
+    assert exc.value.fields == ["metric"]
+    assert "required" in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_missing_referenced_file_is_named_with_line(tmp_path):
+    path = _write(tmp_path, GOOD.replace("baseline: {x: 0.5}", "baseline: nowhere.yaml"))
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(path)
+    msg = str(exc.value)
+    assert "nowhere.yaml" in msg and "file not found" in msg and "line 4" in msg
+
+
+def test_missing_study_file():
+    with pytest.raises(ConfigValidationError, match="file not found"):
+        StudyConfig.from_yaml("/nonexistent/study.yaml")
+
+
+def test_wrong_value_names_field_and_line(tmp_path):
+    path = _write(tmp_path, GOOD + "mode: maximise\n")
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(path)
+    assert exc.value.fields == ["mode"] and "line 6" in str(exc.value)
+
+
+def test_unknown_study_key_rejected(tmp_path):
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(_write(tmp_path, GOOD + "metrc: auc\n"))
+    assert "metrc" in exc.value.fields
+
+
+def test_top_level_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigValidationError, match="expected a mapping"):
+        StudyConfig.from_yaml(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_baseline_outside_space_rejected(tmp_path):
+    with pytest.raises(ConfigValidationError, match="baseline breaks the search space"):
+        StudyConfig.from_yaml(_write(tmp_path, GOOD.replace("{x: 0.5}", "{x: 2.0}")))
+
+
+def test_unsafe_study_name(tmp_path):
+    with pytest.raises(ConfigValidationError) as exc:
+        StudyConfig.from_yaml(_write(tmp_path, GOOD.replace("name: s", "name: ../evil")))
+    assert exc.value.fields == ["name"]
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    evil = GOOD + "description: !!python/object/apply:os.system ['echo hacked']\n"
+    with pytest.raises(ConfigValidationError, match="malformed YAML"):
+        StudyConfig.from_yaml(_write(tmp_path, evil))
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ({"type": "float", "low": 1, "high": 0}, "above high"),
+    ({"type": "float", "low": 0, "high": 1, "log": True}, "low > 0"),
+    ({"type": "int", "low": 0}, "both low and high"),
+    ({"type": "categorical", "choices": []}, "non-empty"),
+    ({"type": "categorical", "choices": ["a", "a"]}, "unique"),
+    ({"type": "bool", "low": 0}, "no low"),
+    ({"type": "complex"}, "type"),
+])
+def test_bad_param_specs(spec, problem):
+    with pytest.raises(ValueError, match=problem):
+        ParamSpec(**spec)
+
+
+def test_param_check_and_unit_roundtrip():
+    lr = ParamSpec(type="float", low=1e-6, high=1.0, log=True)
+    assert lr.check("0.001") == (0.001, None)
+    assert lr.check("1e-3x")[1].startswith("expected a float, got the string")
+    assert lr.check(float("inf"))[1].startswith("must be finite")
+    assert lr.check(True)[1] == "expected a float, got a bool"
+    assert math.isclose(lr.to_unit(1e-3), 0.5)
+    assert math.isclose(lr.from_unit(0.5), 1e-3)
+    n = ParamSpec(type="int", low=1, high=50)
+    assert n.check("12") == (12, None) and n.check(12.0) == (12, None)
+    assert "whole number" in n.check("12.5")[1]
+    cat = ParamSpec(type="categorical", choices=[8, 16, 32])
+    assert cat.check("16") == (16, None) and cat.check(16.0) == (16, None)
+    assert "unknown choice" in cat.check(12)[1]
+    b = ParamSpec(type="bool")
+    assert b.check("True") == (True, None) and b.check(1)[1] == "expected a bool, got int"
+    for spec in (lr, n, cat, b):
+        for u in (0.0, 0.3, 0.99):
+            v = spec.from_unit(u)
+            assert spec.check(v)[1] is None
+
+
+def test_nested_space_flattens():
+    space = SearchSpace.from_mapping({"aug": {"flip": {"type": "bool"},
+                                              "rot": {"type": "float", "low": 0, "high": 5}}})
+    assert space.names == ["aug.flip", "aug.rot"]
+
+
+def test_flatten_roundtrip():
+    cfg = {"a": 1, "aug": {"flip": True, "deep": {"x": [1, 2]}}, "empty": {}}
+    flat = flatten_config(cfg)
+    assert flat == {"a": 1, "aug.flip": True, "aug.deep.x": [1, 2], "empty": {}}
+    assert unflatten_config(flat) == cfg
+
+
+def test_job_status_terminal():
+    assert [s for s in JobStatus if s.is_terminal()] == [
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+
+
+def test_constraint_region():
+    c = Constraint(id="oom", parameters=["batch_size", "image_size"], low=64 * 224,
+                   when={"model": "resnet50"}, reason="OOM seen")
+    assert c.forbids({"batch_size": 64, "image_size": 224, "model": "resnet50"})
+    assert not c.forbids({"batch_size": 32, "image_size": 224, "model": "resnet50"})
+    assert not c.forbids({"batch_size": 64, "image_size": 224, "model": "resnet18"})
+    assert "batch_size × image_size" in c.describe()
+    with pytest.raises(ValueError):
+        Constraint(id="x", parameters=["a"], reason="no bound")
