@@ -1,0 +1,133 @@
+"""The study report: figures and HTML drawn from a history in the contract's schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from arc_ray.records import Constraint, Decision, DecisionOutcome, Pattern, Proposal
+from arc_ray.report import (
+    EmptyHistoryError,
+    ReportData,
+    best_so_far_by_cycle,
+    load_report_data,
+    parameter_importance,
+    render_report,
+)
+from arc_ray.study import flatten_config
+from trainables.toy import objective
+
+MODES = {1: "explore", 2: "explore", 3: "exploit", 4: "recover"}
+
+
+def toy_trials(study, n_per_cycle: int = 6, seed: int = 0) -> pd.DataFrame:
+    """A trials table in the historian's schema, scored by the real toy objective."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cycle in MODES:
+        for i in range(n_per_cycle):
+            flat = flatten_config(study.baseline) | study.search_space.sample(rng)
+            flat["val_split"] = round(1 - flat["train_split"], 9)
+            failed = cycle == 4 and i < 2
+            score = None if failed else objective(flat)["score"]
+            row = {"experiment_id": f"c{cycle}_e{i}", "cycle_id": cycle,
+                   "status": "FAILED" if failed else "COMPLETED", "proposer": "bayesian",
+                   "proposal_type": "hyperparameter_tuning", "risk_level": "low",
+                   "config_json": json.dumps(flat), "metric.score": score,
+                   "metric.loss": None if failed else 1 - score,
+                   "error_class": "oom" if failed else None, "duration_s": 1.0}
+            row |= {f"config.{k}": v for k, v in flat.items()}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def toy_report_data(study) -> ReportData:
+    proposal = Proposal(experiment_id="c4_e5", changes={"x": 0.3}, rationale="close to the best x",
+                        proposer="bayesian")
+    decisions = [
+        Decision(experiment_id="c4_e5", cycle_id=4, outcome=DecisionOutcome.APPROVED,
+                 decided_by="supervisor", reason="score 0.8 above quorum", proposal=proposal),
+        Decision(experiment_id="c4_vetoed", cycle_id=4, outcome=DecisionOutcome.VETOED,
+                 decided_by="supervisor", reason="failure risk 0.9 above cap 0.6 <script>",
+                 proposal=proposal.model_copy(update={"experiment_id": "c4_vetoed"})),
+    ]
+    constraint = Constraint(id="lr_too_high", parameters=["lr"], low=0.5, reason="diverged 3 times",
+                            source="learned", n_failed=3)
+    pattern = Pattern(parameter="model", value="medium", support=4, lift=1.8, top_share=0.8,
+                      all_share=0.44)
+    return ReportData(study=study, trials=toy_trials(study), cycle_modes=dict(MODES),
+                      last_decisions=decisions, constraints=[constraint], patterns=[pattern])
+
+
+def test_best_so_far_is_monotone_and_matches_the_data(toy_study):
+    data = toy_report_data(toy_study)
+    xs, ys = best_so_far_by_cycle(data)
+    assert xs == [1, 2, 3, 4]
+    assert all(b >= a for a, b in zip(ys, ys[1:]))
+    assert ys[-1] == pytest.approx(data.completed()["metric.score"].max())
+    first = data.trials[data.trials.cycle_id == 1]["metric.score"].max()
+    assert ys[0] == pytest.approx(first)
+
+
+def test_best_so_far_follows_the_direction_for_min(toy_study):
+    study = toy_study.model_copy(update={"metric": "loss", "mode": "min"})
+    data = toy_report_data(study)
+    _, ys = best_so_far_by_cycle(data)
+    assert all(b <= a for a, b in zip(ys, ys[1:]))
+    assert ys[-1] == pytest.approx(data.completed()["metric.loss"].min())
+
+
+def test_importance_finds_the_parameter_that_drives_the_toy_score(toy_study):
+    ranked = parameter_importance(toy_report_data(toy_study))
+    # the toy score is dominated by (x - 0.3)^2 (range 1.7, against 0.45 for lr, 0.05 for model)
+    assert ranked[0][0] == "x" and ranked[0][1] > 0.5
+    assert {name for name, _ in ranked} >= {"x", "lr", "model", "layers"}
+
+
+def test_report_writes_pngs_and_a_self_contained_page(toy_study, tmp_path):
+    data = toy_report_data(toy_study)
+    report = render_report(data, tmp_path / "report")
+    assert set(report.figures) == {"metric_by_cycle", "modes", "parameters"}
+    for path in report.figures.values():
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 200
+    page = report.html.read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3
+    assert base64.b64decode(images[0]) == report.figures["metric_by_cycle"].read_bytes()
+    assert "src='http" not in page and "<link" not in page  # nothing fetched from elsewhere
+    best = data.completed().sort_values("metric.score").iloc[-1]
+    assert report.best_experiment_id == best.experiment_id
+    assert report.best_value == pytest.approx(best["metric.score"])
+    assert best.experiment_id in page
+    assert "close to the best x" in page  # the last cycle's proposal rationale
+    assert "failure risk 0.9 above cap 0.6 &lt;script&gt;" in page  # escaped, not injected
+    assert "lr_too_high" in page and "forbidden: lr ≥ 0.5" in page
+    assert "medium" in page and "Patterns" in page
+    assert not (tmp_path / "report" / ".report.html.tmp").exists()
+
+
+def test_report_with_too_few_trials_skips_the_parameter_plot(toy_study, tmp_path):
+    data = toy_report_data(toy_study)
+    data.trials = data.trials.iloc[:1]
+    report = render_report(data, tmp_path)
+    assert "parameters" not in report.figures
+    assert "not enough varied parameters" in report.html.read_text()
+
+
+class _EmptyHistorian:
+    def trials_table(self):
+        import pyarrow as pa
+
+        return pa.table({"experiment_id": pa.array([], pa.string())})
+
+
+def test_empty_history_is_a_clear_error(toy_study):
+    with pytest.raises(EmptyHistoryError, match="no trial in the history of study 'toy'"):
+        load_report_data(toy_study, historian=_EmptyHistorian())
