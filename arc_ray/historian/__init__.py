@@ -1,0 +1,31 @@
+"""The historian: the study's history in Parquet, and what it teaches.
+
+- :class:`Historian` (``historian.py``): the one writer per study, made a Ray actor by
+  the orchestrator; integrates results idempotently and summarises them.
+- :mod:`~arc_ray.historian.store`: append-only Parquet datasets, atomic writes,
+  crash-safe compaction, local folders or pyarrow filesystem URIs.
+- :mod:`~arc_ray.historian.schema`: the tables' columns (documented there and in the README).
+- :mod:`~arc_ray.historian.analysis`: pure functions over the trials table (best,
+  trend, stagnation, patterns, learned constraints).
+
+Reading needs nothing of ARC: ``pyarrow.dataset.dataset("<study>/trials")``,
+``pandas.read_parquet("<study>/trials")`` or DuckDB's ``read_parquet('<study>/trials/*.parquet')``.
+"""
+
+from __future__ import annotations
+
+from arc_ray.historian import analysis
+from arc_ray.historian.analysis import ConstraintRule, Stagnation
+from arc_ray.historian.historian import Historian
+from arc_ray.historian.store import TABLES, DatasetView, ParquetStore, concat_unified
+
+__all__ = [
+    "TABLES",
+    "ConstraintRule",
+    "DatasetView",
+    "Historian",
+    "ParquetStore",
+    "Stagnation",
+    "analysis",
+    "concat_unified",
+]

@@ -1,0 +1,414 @@
+"""What the history says: pure functions over the ``trials`` Arrow table.
+
+Every function takes the table (schema in :mod:`arc_ray.historian.schema`), the metric
+name and the study's ``mode`` ("max" or "min"), and returns plain values or records;
+none does I/O, so each is tested without Ray or files. "Better", "trend" and "gain"
+are always in the study's direction: positive means better, whichever the mode.
+
+Order: experiments are taken in the order they were integrated (``integrated_at``,
+ties in row order), which is cycle order.
+
+Vectorised with numpy / pyarrow.compute, so a 100,000-row history summarises in a few
+tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from arc_ray.records import Constraint, ErrorClass, Pattern
+from arc_ray.historian.schema import CONFIG_PREFIX, METRIC_PREFIX
+
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+
+
+# ------------------------------------------------------------------ columns
+
+
+def _sign(mode: str) -> float:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    return 1.0 if mode == "max" else -1.0
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64 with NaN for nulls; all-NaN when absent or not numeric."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    col = table.column(name)
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        return np.full(table.num_rows, np.nan)
+    return pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy()
+
+
+def _equals(table: pa.Table, name: str, value: str) -> np.ndarray:
+    if name not in table.column_names or table.num_rows == 0:
+        return np.zeros(table.num_rows, dtype=bool)
+    return pc.fill_null(pc.equal(table.column(name), value), False).to_numpy()
+
+
+def _codes(table: pa.Table, name: str) -> tuple[np.ndarray, list[Any]]:
+    """Category codes of a column (``-1`` for null) and the value of each code."""
+    col = table.column(name)
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(arr.type):
+        return np.full(len(arr), -1), []
+    enc = pc.dictionary_encode(arr)
+    codes = pc.fill_null(enc.indices, -1).to_numpy().astype(np.int64, copy=False)
+    return codes, enc.dictionary.to_pylist()
+
+
+def history_order(table: pa.Table) -> np.ndarray:
+    """Row indices in integration order (stable for rows integrated together)."""
+    t = _floats(table, "integrated_at")
+    if t.size < 2 or np.all(t[1:] >= t[:-1]):
+        return np.arange(table.num_rows)
+    return np.argsort(np.nan_to_num(t, nan=np.inf), kind="stable")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Completed experiments with a finite metric, in history order; ``scores`` higher = better."""
+
+    rows: np.ndarray  # row indices into the table
+    values: np.ndarray  # the metric as reported
+    scores: np.ndarray  # sign × values
+    sign: float
+
+
+def scored(table: pa.Table, metric: str, mode: str) -> Scored:
+    sign = _sign(mode)
+    order = history_order(table)
+    values = _floats(table, METRIC_PREFIX + metric)[order]
+    keep = _equals(table, "status", COMPLETED)[order] & np.isfinite(values)
+    rows, values = order[keep], values[keep]
+    return Scored(rows, values, sign * values, sign)
+
+
+def _row(table: pa.Table, i: int) -> dict[str, Any]:
+    return table.slice(int(i), 1).to_pylist()[0]
+
+
+# --------------------------------------------------------------------- best
+
+
+def best_trial(table: pa.Table, metric: str, mode: str) -> dict[str, Any] | None:
+    """The best completed experiment (earliest on ties) or ``None``.
+
+    Returns:
+        ``{"experiment_id", "cycle_id", "value", "config", "metrics"}``; ``config`` is the
+        nested config, ``metrics`` every finite final metric of that trial.
+    """
+    sc = scored(table, metric, mode)
+    if sc.rows.size == 0:
+        return None
+    row = _row(table, sc.rows[int(np.argmax(sc.scores))])
+    metrics = {k[len(METRIC_PREFIX):]: v for k, v in row.items()
+               if k.startswith(METRIC_PREFIX) and v is not None and math.isfinite(v)}
+    config = json.loads(row["config_json"]) if row.get("config_json") else {}
+    return {"experiment_id": row["experiment_id"], "cycle_id": row.get("cycle_id"),
+            "value": metrics[metric], "config": config, "metrics": metrics}
+
+
+def best_metrics(table: pa.Table, metric: str, mode: str) -> dict[str, float]:
+    """Every final metric of the best experiment; empty when none completed."""
+    best = best_trial(table, metric, mode)
+    return best["metrics"] if best else {}
+
+
+# -------------------------------------------------------------- trajectories
+
+
+def cycle_summaries(table: pa.Table, metric: str, mode: str) -> list[dict[str, Any]]:
+    """One dict per cycle, in cycle order: counts, the cycle's best, the best so far, and
+    whether the cycle improved on every earlier one."""
+    if table.num_rows == 0:
+        return []
+    sc = scored(table, metric, mode)
+    cycles = _floats(table, "cycle_id")
+    completed, failed = _equals(table, "status", COMPLETED), _equals(table, "status", FAILED)
+    score_of = np.full(table.num_rows, -np.inf)
+    score_of[sc.rows] = sc.scores
+    ids = table.column("experiment_id")
+    out, best_so_far = [], -np.inf
+    for c in np.unique(cycles[np.isfinite(cycles)]):
+        mask = cycles == c
+        i = int(np.argmax(np.where(mask, score_of, -np.inf)))
+        has_best = mask[i] and np.isfinite(score_of[i])
+        improved = bool(has_best and score_of[i] > best_so_far)
+        if has_best:
+            best_so_far = max(best_so_far, score_of[i])
+        out.append({
+            "cycle_id": int(c), "n_trials": int(mask.sum()),
+            "n_completed": int((mask & completed).sum()), "n_failed": int((mask & failed).sum()),
+            "best_value": float(sc.sign * score_of[i]) if has_best else None,
+            "best_experiment_id": ids[i].as_py() if has_best else None,
+            "best_so_far": float(sc.sign * best_so_far) if np.isfinite(best_so_far) else None,
+            "improved": improved,
+        })
+    return out
+
+
+def recent_experiments(table: pa.Table, n: int = 10) -> pa.Table:
+    """The last ``n`` experiments integrated, oldest first."""
+    order = history_order(table)
+    return table.take(pa.array(order[-n:] if n > 0 else order[:0], pa.int64()))
+
+
+def _trend(sc: Scored, metric: str, mode: str, window: int) -> dict[str, Any]:
+    values = sc.values[-window:] if window > 0 else sc.values[:0]
+    out: dict[str, Any] = {"metric": metric, "mode": mode, "window": window, "n": int(values.size),
+                           "values": values.tolist(), "slope": None, "trend": None,
+                           "status": "insufficient_data",
+                           "mean": float(values.mean()) if values.size else None,
+                           "best": float(sc.sign * (sc.sign * values).max()) if values.size else None,
+                           "last": float(values[-1]) if values.size else None}
+    if values.size >= 2:
+        slope = float(np.polyfit(np.arange(values.size, dtype=float), values, 1)[0])
+        trend = sc.sign * slope
+        out.update(slope=slope, trend=trend,
+                   status="improving" if trend > 0 else "declining" if trend < 0 else "flat")
+    return out
+
+
+def performance_trend(table: pa.Table, metric: str, mode: str, window: int = 10) -> dict[str, Any]:
+    """Least-squares slope of the metric over the last ``window`` completed experiments.
+
+    Returns:
+        dict with ``slope`` (metric units per experiment), ``trend`` (the slope in the
+        study's direction: > 0 is improving), ``status`` (improving / declining / flat /
+        insufficient_data), ``values``, ``mean``, ``best``, ``last``, ``n``.
+    """
+    return _trend(scored(table, metric, mode), metric, mode, window)
+
+
+@dataclass(frozen=True)
+class Stagnation:
+    """Whether the search has stalled, and the evidence."""
+
+    stagnating: bool
+    experiments_since_improvement: int  # completed since the last gain ≥ threshold on the best
+    recent_gain: float | None  # best of the window minus best before it (study direction)
+    window: int
+    threshold: float
+
+
+def _stagnation(sc: Scored, threshold: float, window: int) -> Stagnation:
+    s, n = sc.scores, sc.scores.size
+    since = 0
+    if n:
+        prev = np.concatenate([[-np.inf], np.maximum.accumulate(s)[:-1]])
+        since = int(n - 1 - np.flatnonzero(s - prev >= threshold)[-1])
+    if window < 1 or n <= window:  # nothing before the window to compare with
+        return Stagnation(False, since, None, window, threshold)
+    gain = float(s[-window:].max() - s[:-window].max())
+    return Stagnation(gain < threshold, since, gain, window, threshold)
+
+
+def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window: int) -> Stagnation:
+    """Stagnating: the best of the last ``window`` completed experiments beats the best
+    before them by less than ``threshold`` (in the study's direction). Needs more than
+    ``window`` completed experiments; fewer is never stagnation."""
+    return _stagnation(scored(table, metric, mode), threshold, window)
+
+
+def recent_improvement(table: pa.Table, metric: str, mode: str) -> float | None:
+    """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best."""
+    sc = scored(table, metric, mode)
+    cycles = _floats(table, "cycle_id")
+    if sc.rows.size == 0 or not np.isfinite(cycles).any():
+        return None
+    last = np.nanmax(cycles)
+    mine = cycles[sc.rows]
+    before = sc.scores[mine < last]
+    if before.size == 0:
+        return None
+    return float(max(sc.scores.max() - before.max(), 0.0))
+
+
+def failures_by_class(table: pa.Table) -> dict[str, int]:
+    """Failed experiments counted by error class."""
+    failed = table.filter(pa.array(_equals(table, "status", FAILED)))
+    if failed.num_rows == 0 or "error_class" not in failed.column_names:
+        return {}
+    counts = pc.value_counts(pc.fill_null(failed.column("error_class"), "unknown"))
+    return {d["values"]: int(d["counts"]) for d in counts.to_pylist()}
+
+
+def resource_usage(table: pa.Table) -> tuple[float, float | None]:
+    """``(gpu_hours_used, mean_trial_duration_s)`` over every stored trial."""
+    dur = _floats(table, "duration_s")
+    gpu = np.nan_to_num(_floats(table, "resources_gpu"))
+    finite = np.isfinite(dur)
+    hours = float((dur[finite] * gpu[finite]).sum() / 3600.0)
+    return hours, float(dur[finite].mean()) if finite.any() else None
+
+
+# ------------------------------------------------------------------ patterns
+
+
+def find_patterns(table: pa.Table, metric: str, mode: str, params: Sequence[str] | None = None, *,
+                  top_fraction: float = 0.25, min_rows: int = 8, min_support: int = 2,
+                  min_lift: float = 1.2, max_patterns: int = 10) -> list[Pattern]:
+    """Parameter values over-represented among the best completed experiments.
+
+    The top ``top_fraction`` of completed experiments by the metric is compared with
+    all completed ones. Categorical, bool and numeric parameters with at most 8
+    distinct values are counted by value; other numeric parameters are binned at the
+    quartiles of the completed values and reported as ``[low, high]`` (low inclusive).
+
+    Returns:
+        patterns with ``support`` (top experiments having the value) ≥ ``min_support``
+        and ``lift`` (top share / overall share) ≥ ``min_lift``, highest lift first.
+    """
+    sc = scored(table, metric, mode)
+    n = sc.rows.size
+    if n < min_rows:
+        return []
+    k = max(1, math.ceil(n * top_fraction))
+    is_top = np.zeros(n, dtype=bool)
+    is_top[np.argpartition(-sc.scores, k - 1)[:k]] = True
+    names = [CONFIG_PREFIX + p for p in params] if params is not None else [
+        c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
+    names = [c for c in names if c in table.column_names]
+    sub = table.select(names).take(pa.array(sc.rows, pa.int64()))
+    found: list[Pattern] = []
+    for col_name in names:
+        col = sub.column(col_name)
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if numeric and pc.count_distinct(col).as_py() > 8:
+            x = pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy()
+            fin = np.isfinite(x)
+            edges = np.unique(np.quantile(x[fin], [0.25, 0.5, 0.75]))
+            codes = np.where(fin, np.searchsorted(edges, x, side="right"), -1)
+            lo = [float(x[fin].min()), *edges.tolist()]
+            hi = [*edges.tolist(), float(x[fin].max())]
+            labels: list[Any] = [[a, b] for a, b in zip(lo, hi)]
+        else:
+            codes, labels = _codes(sub, col_name)
+        valid = codes >= 0
+        if len(labels) < 2 or not valid.any():
+            continue
+        all_counts = np.bincount(codes[valid], minlength=len(labels))
+        top_counts = np.bincount(codes[valid & is_top], minlength=len(labels))
+        n_top = int((valid & is_top).sum())
+        if n_top == 0:
+            continue
+        all_share = all_counts / valid.sum()
+        top_share = top_counts / n_top
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lift = np.where(all_share > 0, top_share / all_share, 0.0)
+        for j in np.flatnonzero((top_counts >= min_support) & (lift >= min_lift)):
+            found.append(Pattern(parameter=col_name[len(CONFIG_PREFIX):], value=labels[j],
+                                 support=int(top_counts[j]), lift=float(lift[j]),
+                                 top_share=float(top_share[j]), all_share=float(all_share[j])))
+    found.sort(key=lambda p: (-p.lift, -p.support, p.parameter))
+    return found[:max_patterns]
+
+
+# -------------------------------------------------------- constraint learning
+
+
+@dataclass(frozen=True)
+class ConstraintRule:
+    """Which failures bound which quantity: ``error_class`` failures bound the product
+    of ``parameters`` from above, separately for each value of ``group_by``."""
+
+    error_class: ErrorClass
+    parameters: tuple[str, ...]
+    group_by: str | None
+    alternatives: tuple[tuple[str, ...], ...] = ()  # other spellings, tried in order
+
+
+DEFAULT_RULES: tuple[ConstraintRule, ...] = (
+    ConstraintRule(ErrorClass.DIVERGED, ("learning_rate",), "optimizer", (("lr",),)),
+    ConstraintRule(ErrorClass.OOM, ("batch_size", "image_size"), "model", (("batch_size",),)),
+    ConstraintRule(ErrorClass.TIMEOUT, ("epochs",), "model"),
+)
+
+_WHAT = {ErrorClass.DIVERGED: "diverged", ErrorClass.OOM: "ran out of memory",
+         ErrorClass.TIMEOUT: "timed out"}
+
+
+def _numeric_column(table: pa.Table, name: str) -> bool:
+    col = CONFIG_PREFIX + name
+    return col in table.column_names and (
+        pa.types.is_integer(table.schema.field(col).type) or pa.types.is_floating(table.schema.field(col).type))
+
+
+def learn_constraints(table: pa.Table, rules: Sequence[ConstraintRule] = DEFAULT_RULES, *,
+                      min_failures: int = 2, cycle_id: int | None = None) -> list[Constraint]:
+    """Forbidden regions learned from failures, by error class.
+
+    For each rule and each value of its ``group_by`` parameter (e.g. each optimizer),
+    the failures of that class whose quantity lies above every successful run's
+    quantity are the evidence; with at least ``min_failures`` of them, the region
+    ``quantity ≥ smallest such failure`` is forbidden. By construction no completed
+    experiment lies in it (checked again before returning).
+    """
+    if table.num_rows == 0:
+        return []
+    completed = _equals(table, "status", COMPLETED)
+    failed = _equals(table, "status", FAILED)
+    out: list[Constraint] = []
+    for rule in rules:
+        params = next((p for p in (rule.parameters, *rule.alternatives)
+                       if all(_numeric_column(table, x) for x in p)), None)
+        cls_mask = failed & _equals(table, "error_class", rule.error_class.value)
+        if params is None or cls_mask.sum() < min_failures:
+            continue
+        q = np.ones(table.num_rows)
+        for p in params:
+            q = q * _floats(table, CONFIG_PREFIX + p)
+        ok = np.isfinite(q)
+        group_col = CONFIG_PREFIX + rule.group_by if rule.group_by else None
+        if group_col and group_col in table.column_names:
+            codes, values = _codes(table, group_col)
+            groups = [(codes == j, {rule.group_by: v}) for j, v in enumerate(values)]
+        else:
+            groups = [(np.ones(table.num_rows, dtype=bool), {})]
+        for in_group, when in groups:
+            fails = q[cls_mask & in_group & ok]
+            if fails.size < min_failures:
+                continue
+            succ = q[completed & in_group & ok]
+            max_ok = succ.max() if succ.size else -np.inf
+            above = fails[fails > max_ok]
+            if above.size < min_failures:
+                continue
+            low = float(above.min())
+            if (succ >= low).any():  # never forbid a config that already succeeded
+                continue
+            out.append(_constraint(rule, params, when, low, above.size, succ, cycle_id))
+    return out
+
+
+def _constraint(rule: ConstraintRule, params: tuple[str, ...], when: dict[str, Any], low: float,
+                n_failed: int, succ: np.ndarray, cycle_id: int | None) -> Constraint:
+    name = " × ".join(params)
+    scope = ", ".join(f"{k}={v}" for k, v in when.items())
+    runs = f"runs with {scope}" if scope else "runs"
+    reason = f"{n_failed} {runs} {_WHAT[rule.error_class]} at {name} ≥ {low:g}; "
+    reason += (f"all {succ.size} successful {runs} had {name} ≤ {succ.max():g}" if succ.size
+               else f"no such run has succeeded")
+    ident = f"learned:{rule.error_class.value}:{'*'.join(params)}" + (
+        ":" + ",".join(f"{k}={v}" for k, v in when.items()) if when else "")
+    return Constraint(id=ident, parameters=list(params), low=low, when=when, reason=reason,
+                      error_class=rule.error_class, source="learned", n_failed=int(n_failed),
+                      n_succeeded=int(succ.size), cycle_id=cycle_id)
+
+
+__all__ = [
+    "ConstraintRule", "DEFAULT_RULES", "Scored", "Stagnation", "best_metrics", "best_trial",
+    "cycle_summaries", "failures_by_class", "find_patterns", "history_order", "learn_constraints",
+    "performance_trend", "recent_experiments", "recent_improvement", "resource_usage", "scored",
+    "stagnation",
+]

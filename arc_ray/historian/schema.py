@@ -1,0 +1,248 @@
+"""The history's tables as Arrow: records in, rows out.
+
+``trials`` (one row per finished experiment; what the world model and agents read):
+
+=====================  ========  ====================================================
+column                 type      meaning
+=====================  ========  ====================================================
+experiment_id          string    the experiment (unique; the row key)
+cycle_id               int64     the cycle that ran it
+status                 string    COMPLETED, FAILED or CANCELLED
+proposer               string    the agent that proposed it
+proposal_type          string    hyperparameter_tuning, architecture_change, ...
+risk_level             string    low, medium, high
+config.<dotted key>    typed     one column per flattened config key (bool, int64,
+                                 float64 or string; lists/dicts as JSON strings)
+config_json            string    the whole nested config as JSON
+metric.<name>          float64   the final reported value of each metric (null when
+                                 missing or not finite)
+best_metrics_json      string    metrics at the best epoch of the study's metric
+duration_s             float64   wall time of the trial
+error_class            string    oom, diverged, timeout, crash, cancelled (null if ok)
+error_message          string
+node_ip                string
+resources_cpu          float64   what the trial held
+resources_gpu          float64
+stopped_early          bool      stopped by the scheduler (ASHA)
+iterations             int64     reported epochs
+started_at, ended_at   float64   unix seconds
+integrated_at          float64   unix seconds, when the historian stored it
+=====================  ========  ====================================================
+
+Config and metric columns appear as trials bring them; readers unify schemas (a
+missing column reads as null). ``decisions``, ``cycles`` and ``constraints`` have
+fixed schemas, below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+from arc_ray.records import Constraint, CycleReport, Decision, Resources, TrialResult
+from arc_ray.study import flatten_config
+
+CONFIG_PREFIX = "config."
+METRIC_PREFIX = "metric."
+
+DECISIONS_SCHEMA = pa.schema([
+    ("experiment_id", pa.string()), ("cycle_id", pa.int64()), ("outcome", pa.string()),
+    ("decided_by", pa.string()), ("reason", pa.string()), ("proposer", pa.string()),
+    ("proposal_type", pa.string()), ("risk_level", pa.string()), ("weighted_score", pa.float64()),
+    ("rank", pa.int64()), ("n_votes", pa.int64()), ("n_approve", pa.int64()),
+    ("predicted_mean", pa.float64()), ("predicted_std", pa.float64()),
+    ("failure_probability", pa.float64()), ("resources_cpu", pa.float64()),
+    ("resources_gpu", pa.float64()), ("changes_json", pa.string()), ("repair_json", pa.string()),
+    ("config_json", pa.string()), ("decision_json", pa.string()), ("timestamp", pa.float64()),
+    ("logged_at", pa.float64()),
+])
+
+CYCLES_SCHEMA = pa.schema([
+    ("cycle_id", pa.int64()), ("study", pa.string()), ("mode", pa.string()), ("reason", pa.string()),
+    ("n_decisions", pa.int64()), ("n_approved", pa.int64()), ("n_results", pa.int64()),
+    ("n_completed", pa.int64()), ("n_failed", pa.int64()), ("best_value", pa.float64()),
+    ("best_experiment_id", pa.string()), ("duration_s", pa.float64()),
+    ("decision_time_s", pa.float64()), ("resumed", pa.bool_()), ("offline", pa.bool_()),
+    ("stop_reason", pa.string()), ("strategy_json", pa.string()), ("integration_json", pa.string()),
+    ("finished_at", pa.float64()),
+])
+
+CONSTRAINTS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("parameters", pa.list_(pa.string())), ("low", pa.float64()),
+    ("high", pa.float64()), ("when_json", pa.string()), ("reason", pa.string()),
+    ("error_class", pa.string()), ("source", pa.string()), ("n_failed", pa.int64()),
+    ("n_succeeded", pa.int64()), ("cycle_id", pa.int64()), ("active", pa.bool_()),
+    ("updated_at", pa.float64()), ("constraint_json", pa.string()),
+])
+
+
+def _finite(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _enum(x: Any) -> str | None:
+    return None if x is None else getattr(x, "value", str(x))
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, default=str, allow_nan=False, sort_keys=True) if x is not None else None
+
+
+def _safe_json(x: Any) -> str:
+    try:
+        return _dumps(x)
+    except ValueError:  # NaN/inf in a config: JSON has no spelling for them, keep Python's
+        return json.dumps(x, default=str, sort_keys=True)
+
+
+def typed_column(values: Sequence[Any]) -> pa.Array:
+    """One config column: bool, int64, float64 or string by what the values are."""
+    kinds = set()
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            kinds.add("bool")
+        elif isinstance(v, int):
+            kinds.add("int" if -(2**63) <= v < 2**63 else "other")
+        elif isinstance(v, float):
+            kinds.add("float")
+        elif isinstance(v, str):
+            kinds.add("str")
+        else:
+            kinds.add("other")
+    if not kinds:
+        return pa.nulls(len(values))
+    if kinds == {"bool"}:
+        return pa.array(values, pa.bool_())
+    if kinds == {"int"}:
+        return pa.array(values, pa.int64())
+    if kinds <= {"int", "float"}:
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    if kinds == {"str"}:
+        return pa.array(values, pa.string())
+    return pa.array([None if v is None else v if isinstance(v, str) else _safe_json(v)
+                     for v in values], pa.string())
+
+
+def trials_to_table(results: Sequence[TrialResult], *, integrated_at: float | None = None,
+                    default_resources: Resources | None = None) -> pa.Table:
+    """Rows of the ``trials`` table for finished results (see the module docstring)."""
+    now = time.time() if integrated_at is None else integrated_at
+    flats = []
+    for r in results:
+        flat = flatten_config(r.config)
+        flat.pop("experiment_id", None)  # already a column of its own
+        flats.append(flat)
+    config_keys = sorted(set().union(*flats)) if flats else []
+    metric_keys = sorted(set().union(*(r.metrics for r in results))) if results else []
+    cols: dict[str, pa.Array] = {}
+    res = [r.resources or default_resources for r in results]
+
+    def col(name: str, typ: pa.DataType, values: Iterable[Any]) -> None:
+        cols[name] = pa.array(list(values), typ)
+
+    col("experiment_id", pa.string(), (r.experiment_id for r in results))
+    col("cycle_id", pa.int64(), (r.cycle_id for r in results))
+    col("status", pa.string(), (_enum(r.status) for r in results))
+    col("proposer", pa.string(), (r.proposer for r in results))
+    col("proposal_type", pa.string(), (_enum(r.proposal_type) for r in results))
+    col("risk_level", pa.string(), (_enum(r.risk_level) for r in results))
+    for key in config_keys:
+        cols[CONFIG_PREFIX + key] = typed_column([f.get(key) for f in flats])
+    col("config_json", pa.string(), (_safe_json(r.config) for r in results))
+    for key in metric_keys:
+        col(METRIC_PREFIX + key, pa.float64(), (_finite(r.metrics.get(key)) for r in results))
+    col("best_metrics_json", pa.string(),
+        (_dumps({k: v for k, v in r.best_metrics.items() if _finite(v) is not None}) for r in results))
+    col("duration_s", pa.float64(), (_finite(r.duration_s) for r in results))
+    col("error_class", pa.string(), (_enum(r.error_class) for r in results))
+    col("error_message", pa.string(), (r.error_message for r in results))
+    col("node_ip", pa.string(), (r.node_ip for r in results))
+    col("resources_cpu", pa.float64(), (x.cpu if x else None for x in res))
+    col("resources_gpu", pa.float64(), (x.gpu if x else None for x in res))
+    col("stopped_early", pa.bool_(), (r.stopped_early for r in results))
+    col("iterations", pa.int64(), (r.iterations for r in results))
+    col("started_at", pa.float64(), (r.started_at for r in results))
+    col("ended_at", pa.float64(), (r.ended_at for r in results))
+    col("integrated_at", pa.float64(), (now for _ in results))
+    return pa.table(cols)
+
+
+def decisions_to_table(decisions: Sequence[Decision], *, logged_at: float | None = None) -> pa.Table:
+    """Rows of the ``decisions`` table; ``decision_json`` round-trips the whole record."""
+    now = time.time() if logged_at is None else logged_at
+    rows = []
+    for d in decisions:
+        p = d.proposal
+        pred = d.prediction or (p.predicted if p else None)
+        res = d.resources or (p.resources if p else None)
+        rows.append({
+            "experiment_id": d.experiment_id, "cycle_id": d.cycle_id, "outcome": _enum(d.outcome),
+            "decided_by": d.decided_by, "reason": d.reason,
+            "proposer": p.proposer if p else None, "proposal_type": _enum(p.type) if p else None,
+            "risk_level": _enum(p.risk_level) if p else None,
+            "weighted_score": _finite(d.weighted_score), "rank": d.rank,
+            "n_votes": len(d.votes), "n_approve": sum(v.approve for v in d.votes),
+            "predicted_mean": _finite(pred.mean) if pred else None,
+            "predicted_std": _finite(pred.std) if pred else None,
+            "failure_probability": pred.failure_probability if pred else None,
+            "resources_cpu": res.cpu if res else None, "resources_gpu": res.gpu if res else None,
+            "changes_json": _safe_json(p.changes) if p else None, "repair_json": _safe_json(d.repair),
+            "config_json": _safe_json(d.config) if d.config is not None else None,
+            "decision_json": d.model_dump_json(), "timestamp": d.timestamp, "logged_at": now,
+        })
+    return pa.Table.from_pylist(rows, schema=DECISIONS_SCHEMA)
+
+
+def cycle_to_table(report: CycleReport, *, finished_at: float | None = None) -> pa.Table:
+    """One row of the ``cycles`` table."""
+    s = report.strategy
+    integ = report.integration
+    row = {
+        "cycle_id": report.cycle_id, "study": report.study,
+        "mode": _enum(s.mode) if s else None, "reason": s.reason if s else report.stop_reason,
+        "n_decisions": len(report.decisions),
+        "n_approved": sum(d.outcome.runs() for d in report.decisions),
+        "n_results": len(report.results),
+        "n_completed": sum(r.status.value == "COMPLETED" for r in report.results),
+        "n_failed": sum(r.status.value == "FAILED" for r in report.results),
+        "best_value": _finite(report.best_value), "best_experiment_id": report.best_experiment_id,
+        "duration_s": report.duration_s, "decision_time_s": report.decision_time_s,
+        "resumed": report.resumed, "offline": report.offline, "stop_reason": report.stop_reason,
+        "strategy_json": s.model_dump_json() if s else None,
+        "integration_json": integ.model_dump_json() if integ else None,
+        "finished_at": time.time() if finished_at is None else finished_at,
+    }
+    return pa.Table.from_pylist([row], schema=CYCLES_SCHEMA)
+
+
+def constraints_to_table(constraints: Sequence[Constraint], *, active: bool,
+                         updated_at: float | None = None) -> pa.Table:
+    """Rows of the ``constraints`` table (a log: the newest row per ``id`` is current)."""
+    now = time.time() if updated_at is None else updated_at
+    rows = [{
+        "id": c.id, "parameters": list(c.parameters), "low": c.low, "high": c.high,
+        "when_json": _safe_json(c.when), "reason": c.reason, "error_class": _enum(c.error_class),
+        "source": c.source, "n_failed": c.n_failed, "n_succeeded": c.n_succeeded,
+        "cycle_id": c.cycle_id, "active": active, "updated_at": now,
+        "constraint_json": c.model_dump_json(),
+    } for c in constraints]
+    return pa.Table.from_pylist(rows, schema=CONSTRAINTS_SCHEMA)
+
+
+__all__ = [
+    "CONFIG_PREFIX", "CONSTRAINTS_SCHEMA", "CYCLES_SCHEMA", "DECISIONS_SCHEMA", "METRIC_PREFIX",
+    "constraints_to_table", "cycle_to_table", "decisions_to_table", "trials_to_table",
+    "typed_column",
+]

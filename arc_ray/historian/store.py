@@ -1,0 +1,450 @@
+"""Append-only Parquet datasets on a local folder or any pyarrow filesystem URI.
+
+Layout: ``<root>/<table>/part-<time_ns>-<uuid>.parquet``, one file per write. A write
+goes to a hidden temporary name (``.part-….parquet.tmp``) and is renamed into place, so
+a crash never leaves a half file under a visible name: pyarrow.dataset and pandas skip
+names starting with ``.`` and ``_``, and a ``*.parquet`` glob (DuckDB) does not match
+``….tmp``.
+
+**Compaction** merges small parts into one file, crash-safely and without a manifest:
+
+1. the merged file is written (temp name + rename) with the names of the parts it
+   replaces in its Parquet key-value metadata (``arc.replaces``);
+2. only then are those parts deleted.
+
+A reader that sees a merged file skips every part it lists, so a crash between 1 and 2
+(or a reader that lists the folder in between) never yields a row twice; the next
+compaction or :meth:`ParquetStore.finish_interrupted` removes the leftovers. A reader
+that lists the folder before step 2 and then finds a part gone re-lists and reads
+again, so no row is lost either. Plain pyarrow/pandas/DuckDB readers do not know the
+``arc.replaces`` rule: during the milliseconds of a compaction (or after one that
+crashed half-way) they may see replaced rows twice; every table has a key
+(``experiment_id`` for trials) on which such readers can drop duplicates.
+
+A file that cannot be read (corrupt, truncated by something else) is skipped with a
+logged error naming it; it is never merged, deleted or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from arc_ray.errors import HistoryError
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("trials", "decisions", "cycles", "constraints")
+REPLACES_KEY = b"arc.replaces"
+_PREFIX = "part-"
+_SUFFIX = ".parquet"
+_READ_RETRIES = 5
+
+
+def resolve_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path on it for a local folder or a URI (``file://``, ``s3://``)."""
+    if "://" in root:
+        try:
+            return pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
+            raise HistoryError(f"history storage {root!r} is not a usable filesystem URI: {exc}") from None
+    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+
+
+def concat_unified(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate tables whose schemas differ (new metric, new config key, int vs float).
+
+    Missing columns are filled with nulls and numeric types widened
+    (``promote_options="permissive"``); a column whose types cannot be unified (a
+    config key that was a number in one trial and a string in another) becomes a
+    string column, with a warning naming it.
+    """
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return pa.table({})
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    types: dict[str, list[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            types.setdefault(f.name, []).append(f.type)
+    conflicted = set()
+    for name, ts in types.items():
+        try:
+            pa.unify_schemas([pa.schema([pa.field(name, x)]) for x in ts], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            conflicted.add(name)
+    logger.warning("history columns with conflicting types read as strings: %s", sorted(conflicted))
+    fixed = []
+    for t in tables:
+        for name in conflicted & set(t.column_names):
+            i = t.schema.get_field_index(name)
+            t = t.set_column(i, pa.field(name, pa.string()), pc.cast(t.column(i), pa.string()))
+        fixed.append(t)
+    return pa.concat_tables(fixed, promote_options="permissive")
+
+
+@dataclass
+class PartFile:
+    """One readable file of a table: its name, rows and the parts it replaces."""
+
+    name: str
+    table: pa.Table
+    replaces: frozenset[str] = frozenset()
+    size: int = 0
+
+
+@dataclass
+class Snapshot:
+    """A consistent read of one table: live files in name order, and what was skipped."""
+
+    files: list[PartFile]
+    replaced: set[str] = field(default_factory=set)  # present but superseded by a merged file
+    corrupt: set[str] = field(default_factory=set)
+
+    def table(self) -> pa.Table:
+        return concat_unified([f.table for f in self.files])
+
+
+class ParquetStore:
+    """The files of one study's history: ``<root>/{trials,decisions,cycles,constraints}/``.
+
+    Safe for several writers at once (every write is a new uniquely named file);
+    compaction is meant to run in one process at a time (the historian actor).
+
+    Args:
+        root: the study folder, a local path or a pyarrow filesystem URI.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.uri = root
+        self.fs, self.root = resolve_filesystem(root)
+        self._logged_corrupt: set[str] = set()
+
+    # ------------------------------------------------------------------ paths
+
+    def table_dir(self, table: str) -> str:
+        if table not in TABLES:
+            raise HistoryError(f"unknown history table {table!r}; expected one of {', '.join(TABLES)}")
+        return posixpath.join(self.root, table)
+
+    def path(self, table: str, name: str) -> str:
+        return posixpath.join(self.table_dir(table), name)
+
+    def check_writable(self) -> None:
+        """Create the table folders and write and delete a probe file in each.
+
+        Raises:
+            HistoryError: naming the storage and the OS error, when it cannot be written.
+        """
+        for table in TABLES:
+            folder = self.table_dir(table)
+            probe = posixpath.join(folder, f".probe-{uuid.uuid4().hex}")
+            try:
+                self.fs.create_dir(folder, recursive=True)
+                with self.fs.open_output_stream(probe) as out:
+                    out.write(b"ok")
+                self.fs.delete_file(probe)
+            except (OSError, pa.ArrowException) as exc:
+                raise HistoryError(
+                    f"history storage {self.uri!r} is not writable ({folder}): {exc}") from None
+
+    def list_files(self, table: str) -> list[tuple[str, int]]:
+        """Visible part files of ``table`` as ``(name, size)``, in name (= time) order."""
+        selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except (OSError, pa.ArrowException) as exc:
+            raise HistoryError(f"cannot list history folder {self.table_dir(table)}: {exc}") from None
+        out = [(i.base_name, i.size or 0) for i in infos
+               if i.type == pafs.FileType.File and i.base_name.startswith(_PREFIX)
+               and i.base_name.endswith(_SUFFIX)]
+        return sorted(out)
+
+    # ----------------------------------------------------------------- writing
+
+    def write(self, table: str, data: pa.Table, *, replaces: Iterable[str] = (),
+              time_ns: int | None = None) -> str:
+        """Write ``data`` as a new part of ``table``, atomically. Returns the file name.
+
+        Raises:
+            HistoryError: the file could not be written (nothing visible is left behind).
+        """
+        ns = time.time_ns() if time_ns is None else time_ns
+        name = f"{_PREFIX}{ns:020d}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
+        final = self.path(table, name)
+        tmp = self.path(table, f".{name}.tmp")
+        replaces = sorted(replaces)
+        if replaces:
+            meta = dict(data.schema.metadata or {})
+            meta[REPLACES_KEY] = json.dumps(replaces).encode()
+            data = data.replace_schema_metadata(meta)
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                pq.write_table(data, out)
+            self.fs.move(tmp, final)
+        except (OSError, pa.ArrowException) as exc:
+            try:
+                self.fs.delete_file(tmp)
+            except (OSError, pa.ArrowException):
+                pass
+            raise HistoryError(f"cannot write history file {final}: {exc}") from None
+        return name
+
+    # ----------------------------------------------------------------- reading
+
+    def read_file(self, table: str, name: str) -> PartFile | None:
+        """Read one file; ``None`` (and one logged error) when it is corrupt.
+
+        Raises:
+            FileNotFoundError: the file vanished (a compaction removed it); callers re-list.
+        """
+        path = self.path(table, name)
+        try:
+            with self.fs.open_input_file(path) as f:
+                size = f.size()
+                data = pq.ParquetFile(f).read()
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            if not self._exists(path):
+                raise FileNotFoundError(path) from None
+            if path not in self._logged_corrupt:
+                self._logged_corrupt.add(path)
+                logger.error("skipping unreadable history file %s: %s", path, exc)
+            return None
+        meta = data.schema.metadata or {}
+        replaces = frozenset(json.loads(meta[REPLACES_KEY])) if REPLACES_KEY in meta else frozenset()
+        return PartFile(name, data.replace_schema_metadata(None), replaces, size)
+
+    def snapshot(self, table: str, names: Iterable[str] | None = None) -> Snapshot:
+        """Read every live file of ``table`` (or just ``names``), re-listing if one vanishes."""
+        for _ in range(_READ_RETRIES):
+            listed = [n for n, _ in self.list_files(table)] if names is None else list(names)
+            files, corrupt = [], set()
+            try:
+                for n in listed:
+                    part = self.read_file(table, n)
+                    if part is None:
+                        corrupt.add(n)
+                    else:
+                        files.append(part)
+            except FileNotFoundError:
+                if names is not None:
+                    raise
+                continue  # a compaction ran meanwhile: its merged file is in the next listing
+            replaced = set().union(*(f.replaces for f in files)) if files else set()
+            live = [f for f in files if f.name not in replaced]
+            return Snapshot(live, replaced & set(listed), corrupt)
+        raise HistoryError(f"history table {self.table_dir(table)} kept changing while being read")
+
+    def read(self, table: str) -> pa.Table:
+        """All rows of ``table`` (no de-duplication), schemas unified."""
+        return self.snapshot(table).table()
+
+    # -------------------------------------------------------------- compaction
+
+    def finish_interrupted(self, table: str) -> int:
+        """Delete parts that a present merged file already replaces (a crashed compaction)."""
+        snap = self.snapshot(table)
+        for name in sorted(snap.replaced):
+            self._delete(table, name)
+        return len(snap.replaced)
+
+    def compact(self, table: str, *, min_files: int = 2,
+                max_file_bytes: int = 64 << 20) -> tuple[str, list[str]] | None:
+        """Merge the live files of ``table`` smaller than ``max_file_bytes`` into one.
+
+        Corrupt files are left alone. Returns ``(merged name, replaced names)`` or
+        ``None`` when fewer than ``min_files`` files qualified.
+        """
+        snap = self.snapshot(table)
+        for name in sorted(snap.replaced):
+            self._delete(table, name)
+        small = [f for f in snap.files if f.size < max_file_bytes]
+        if len(small) < max(min_files, 1):
+            return None
+        merged = concat_unified([f.table for f in small])
+        # Merged files list what their inputs replaced too, so a crash after deleting a
+        # merged input but before its own leftovers are gone still hides those leftovers.
+        replaces = {f.name for f in small}.union(*(f.replaces for f in small))
+        # Name it after its newest input so it sorts where those rows were.
+        newest = max(int(f.name[len(_PREFIX):].split("-")[0]) for f in small)
+        name = self.write(table, merged, replaces=replaces, time_ns=newest)
+        for f in small:
+            self._delete(table, f.name)
+        logger.info("compacted %d files of %s into %s", len(small), self.table_dir(table), name)
+        return name, [f.name for f in small]
+
+    def _delete(self, table: str, name: str) -> None:
+        try:
+            self.fs.delete_file(self.path(table, name))
+        except FileNotFoundError:
+            pass
+        except (OSError, pa.ArrowException) as exc:
+            # Harmless: readers skip it through the merged file's list; retried next time.
+            logger.warning("could not delete replaced history file %s: %s", self.path(table, name), exc)
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return self.fs.get_file_info(path).type == pafs.FileType.File
+        except (OSError, pa.ArrowException):
+            return False
+
+
+class DatasetView:
+    """An in-memory, de-duplicated view of one table, refreshed incrementally from files.
+
+    Rows are kept in load order. ``key`` columns identify a row; ``keep`` says which
+    copy wins when two writers stored the same key (``first`` for trials and decisions:
+    storing again changes nothing; ``last`` for cycles and constraints: a newer row
+    updates).
+    """
+
+    def __init__(self, store: ParquetStore, table: str, key: Sequence[str],
+                 keep: Literal["first", "last"] = "first") -> None:
+        self.store, self.name, self.key, self.keep = store, table, tuple(key), keep
+        self.version = 0
+        self.corrupt: set[str] = set()
+        self._chunks: list[pa.Table] = []
+        self._table: pa.Table | None = pa.table({})
+        self._keys: set[tuple] = set()
+        self._loaded: set[str] = set()  # live files whose rows are in the view
+        self._ignored: set[str] = set()  # corrupt or replaced files
+        self.reload()
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:
+            combined = concat_unified(self._chunks)
+            # Keep chunk counts bounded so column reads stay fast; copying every time would not.
+            if combined.num_columns and combined.column(0).num_chunks > 64:
+                combined = combined.combine_chunks()
+            self._chunks = [combined] if combined.num_columns else []
+            self._table = combined
+        return self._table
+
+    @property
+    def file_count(self) -> int:
+        """Live files whose rows are in the view."""
+        return len(self._loaded)
+
+    def has(self, key: tuple) -> bool:
+        return key in self._keys
+
+    @property
+    def keys(self) -> set[tuple]:
+        return self._keys
+
+    # ---------------------------------------------------------------- loading
+
+    def reload(self) -> None:
+        """Rebuild from the files (the start of an actor, or after someone else's compaction)."""
+        snap = self.store.snapshot(self.name)
+        self._chunks, self._keys, self._table = [], set(), None
+        self._loaded = {f.name for f in snap.files}
+        self._ignored = snap.replaced | snap.corrupt
+        self.corrupt = set(snap.corrupt)
+        self._add([f.table for f in snap.files])
+        self.version += 1
+
+    def refresh(self) -> bool:
+        """Pick up files written by other processes since the last look. Returns whether rows changed."""
+        listed = {n for n, _ in self.store.list_files(self.name)}
+        new = sorted(listed - self._loaded - self._ignored)
+        gone = self._loaded - listed
+        if gone:
+            self.reload()  # files merged away by a compaction elsewhere: rebuild, never guess
+            return True
+        if not new:
+            return False
+        try:
+            snap = self.store.snapshot(self.name, new)
+        except FileNotFoundError:
+            self.reload()
+            return True
+        if any(f.replaces for f in snap.files):
+            self.reload()  # someone else compacted: its merged file repeats rows we hold
+            return True
+        self._loaded |= {f.name for f in snap.files}
+        self._ignored |= snap.corrupt
+        self.corrupt |= snap.corrupt
+        changed = self._add([f.table for f in snap.files])
+        if changed:
+            self.version += 1
+        return changed
+
+    def append(self, data: pa.Table) -> str | None:
+        """Write ``data`` as a new file and add it to the view. Returns the file name."""
+        if data.num_rows == 0:
+            return None
+        name = self.store.write(self.name, data)
+        self._loaded.add(name)
+        self._add([data])
+        self.version += 1
+        return name
+
+    def compact(self, **kwargs) -> tuple[str, list[str]] | None:
+        """Compact this table's files; the rows in memory do not change."""
+        self.refresh()
+        done = self.store.compact(self.name, **kwargs)
+        if done:
+            merged, replaced = done
+            self._loaded = (self._loaded - set(replaced)) | {merged}
+        return done
+
+    def _add(self, tables: list[pa.Table]) -> bool:
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return False
+        if self.keep == "last":
+            self._chunks.append(concat_unified(tables))
+            self._table = None
+            self._dedup_last()
+            return True
+        added = False
+        for t in tables:
+            keys = list(zip(*(t.column(k).to_pylist() for k in self.key)))
+            mask, fresh = [], set()
+            for k in keys:
+                ok = k not in self._keys and k not in fresh
+                fresh.add(k)
+                mask.append(ok)
+            if not any(mask):
+                continue
+            self._keys |= {k for k, ok in zip(keys, mask) if ok}
+            self._chunks.append(t if all(mask) else t.filter(pa.array(mask)))
+            self._table = None
+            added = True
+        return added
+
+    def _dedup_last(self) -> None:
+        table = self.table
+        keys = list(zip(*(table.column(k).to_pylist() for k in self.key)))
+        last: dict[tuple, int] = {}
+        for i, k in enumerate(keys):
+            last[k] = i
+        if len(last) < len(keys):
+            table = table.take(pa.array(sorted(last.values()), pa.int64()))
+        self._chunks, self._table, self._keys = [table], table, set(last)
+
+
+__all__ = ["DatasetView", "ParquetStore", "PartFile", "Snapshot", "TABLES", "concat_unified",
+           "resolve_filesystem"]
