@@ -1,31 +1,412 @@
-"""The ``arc`` command (a first cut: the orchestrator issue fills in the loop)."""
+"""The ``arc`` command.
+
+::
+
+    arc run CONFIG [--cycles N] [--address ADDR] [--offline]   the autonomous loop
+    arc cycle CONFIG [--address ADDR] [--offline]               exactly one cycle (a per-cycle
+                                                                driver: ray job submit -- arc cycle CONFIG)
+    arc status CONFIG                                           best, mode, stagnation, constraints, pending
+    arc history CONFIG [--top N] [--format table|csv|json]      the best experiments
+    arc report CONFIG --out DIR                                 PNG plots + one self-contained HTML page
+    arc make-data --out DIR [--n N] [--size PX]                 the synthetic fundus image set on disk
+
+``--address`` defaults to ``RAY_ADDRESS``; without either, ``run`` and ``cycle`` start
+Ray in this process. ``status``, ``history`` and ``report`` read the Parquet history
+directly and need no Ray.
+
+Exit codes (stable, for scripts):
+
+====  ==========================================================================
+0     success
+1     any other error (a bug, a failed write, ...)
+2     bad input: the study file or an argument is invalid
+3     the Ray cluster cannot be reached (or refused our credentials)
+4     the study has no history yet (status / history / report)
+130   interrupted (Ctrl-C); the cycle resumes on the next run
+====  ==========================================================================
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from arc_ray.configgen import ExperimentConfigGenerator
-from arc_ray.errors import ArcError
-from arc_ray.study import StudyConfig
+from arc_ray.errors import ArcError, ClusterConnectionError, ConfigValidationError, DataError
+
+if TYPE_CHECKING:
+    from arc_ray.orchestrator import CycleEvent, RunReport
+    from arc_ray.study import StudyConfig
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_CLUSTER = 3
+EXIT_EMPTY_HISTORY = 4
+EXIT_INTERRUPTED = 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="arc", description="ARC on Ray: autonomous research loop")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the autonomous loop for a study")
-    run.add_argument("config")
-    run.add_argument("--cycles", type=int, default=None)
-    args = parser.parse_args(argv)
+class ProgressDisplay:
+    """Renders :class:`~arc_ray.orchestrator.CycleEvent`\\ s: one live line on a terminal,
+    plain lines (one per change) when the output is a file or a pipe.
+
+    Args:
+        stream: where to write (default stdout).
+        metric: the study's metric name, for "best <metric>".
+        live: rewrite one line in place; default: whether ``stream`` is a TTY.
+    """
+
+    def __init__(self, stream: TextIO | None = None, metric: str = "metric", live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.metric = metric
+        self.live = self.stream.isatty() if live is None else live
+        self._line_open = False
+        self._cycle_start: dict[int, float] = {}
+
+    def __call__(self, event: "CycleEvent") -> None:
+        c = event.cycle_id
+        if event.phase in ("deciding", "resuming"):
+            self._cycle_start[c] = time.monotonic()
+        if event.phase == "progress":
+            self._progress(event)
+            return
+        text = self._describe(event)
+        if text:
+            self._print(text)
+
+    def _elapsed(self, cycle_id: int) -> str:
+        start = self._cycle_start.get(cycle_id)
+        return "" if start is None else f"{time.monotonic() - start:5.0f}s"
+
+    def _best(self, event: "CycleEvent") -> str:
+        if event.best_value is None:
+            return f"best {self.metric}: none yet"
+        return f"best {self.metric} {event.best_value:.4f} ({event.best_experiment_id})"
+
+    def _describe(self, e: "CycleEvent") -> str:
+        c = e.cycle_id
+        if e.phase == "deciding":
+            return f"cycle {c}: deciding (director, proposers, vote, supervisor) ..."
+        if e.phase == "resuming":
+            return f"cycle {c}: resuming, {e.message}"
+        if e.phase == "logged":
+            return f"cycle {c}: decisions: {e.message}"
+        if e.phase == "submitted":
+            return f"cycle {c}: {e.counts.get('total', 0)} trial(s) submitted"
+        if e.phase == "finished":
+            counts = e.counts
+            tail = f"; {e.message}" if e.message else ""
+            return (f"cycle {c}: finished in {self._elapsed(c).strip()}: {counts.get('done', 0)} completed, "
+                    f"{counts.get('failed', 0)} failed · {self._best(e)}{tail}")
+        return ""
+
+    def _progress(self, e: "CycleEvent") -> None:
+        k = e.counts
+        text = (f"cycle {e.cycle_id} {self._elapsed(e.cycle_id)} | trials: {k.get('queued', 0)} queued, "
+                f"{k.get('running', 0)} running, {k.get('done', 0)} done, {k.get('failed', 0)} failed "
+                f"of {k.get('total', 0)} | {self._best(e)}")
+        if self.live:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+            self._line_open = True
+        else:
+            self._print(text)
+
+    def _print(self, text: str) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------- commands
+
+
+def _load(path: str) -> "StudyConfig":
+    from arc_ray.study import StudyConfig
+
+    return StudyConfig.from_yaml(path)
+
+
+def _orchestrator(args: argparse.Namespace, study: "StudyConfig", out: TextIO) -> Any:
+    from arc_ray.orchestrator import Orchestrator
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    print(f"study {study.name}: {study.metric} ({study.mode}), history at {study.study_dir}", file=out)
+    print("connecting to Ray at " + address if address else "starting Ray in this process ...", file=out)
+    orch = Orchestrator(study, offline_mode=args.offline, address=address,
+                        on_event=ProgressDisplay(out, study.metric))
+    url = orch.cluster.get("dashboard_url")
+    if url:
+        print(f"Ray dashboard: {url} (actors in namespace {orch.namespace})", file=out)
+    return orch
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    study = _load(args.config)
+    if args.cycles is not None and args.cycles < 1:
+        raise ConfigValidationError(f"--cycles must be at least 1, got {args.cycles}")
+    orch = _orchestrator(args, study, out)
     try:
-        study = StudyConfig.from_yaml(args.config)
-        gen = ExperimentConfigGenerator(study)
-        path = gen.write_config("baseline", gen.generate_config("baseline", {}, write=False))
-        print(f"study {study.name}: baseline config validated and written to {path}")
+        result = orch.run(max_cycles=args.cycles)
+    finally:
+        orch.shutdown()
+    _print_run(result, study, out)
+    if result.n_trials and not args.offline:
+        from arc_ray.report import build_report
+
+        target = Path(args.report_dir) if args.report_dir else Path(study.study_dir) / "report"
+        report = build_report(study, target)
+        print(f"report: {report.html}", file=out)
+    _print_dashboard_hint(orch, args, out)
+    return EXIT_OK
+
+
+def cmd_cycle(args: argparse.Namespace, out: TextIO) -> int:
+    study = _load(args.config)
+    orch = _orchestrator(args, study, out)
+    try:
+        report = orch.run_autonomous_cycle()
+    finally:
+        orch.shutdown()
+    best = "none yet" if report.best_value is None else f"{report.best_value:.4f} ({report.best_experiment_id})"
+    print(f"cycle {report.cycle_id} {'resumed and ' if report.resumed else ''}done: "
+          f"{len(report.results)} result(s); best {study.metric} {best}"
+          + (f"; the study would stop now: {report.stop_reason}" if report.stop_reason else ""), file=out)
+    return EXIT_OK
+
+
+def _print_run(result: "RunReport", study: "StudyConfig", out: TextIO) -> None:
+    print(f"stopped: {result.stop_message}", file=out)
+    print(f"{result.n_cycles} cycle(s), {result.n_trials} trial(s) in the history ({len(result.cycles)} this run, "
+          f"{result.duration_s:.0f} s)", file=out)
+    if result.best_value is None:
+        print(f"best {study.metric}: none yet", file=out)
+    else:
+        print(f"best {study.metric}: {result.best_value:.4f} (experiment {result.best_experiment_id})", file=out)
+
+
+def _print_dashboard_hint(orch: Any, args: argparse.Namespace, out: TextIO) -> None:
+    if orch.cluster.get("started"):
+        print("Ray dashboard: it ran with this process. To keep one open across runs: "
+              "`ray start --head --dashboard-host 127.0.0.1`, then "
+              f"`arc run {args.config} --address auto` and open http://127.0.0.1:8265", file=out)
+    elif orch.cluster.get("dashboard_url"):
+        print(f"Ray dashboard: {orch.cluster['dashboard_url']} (Actors tab: namespace {orch.namespace})", file=out)
+
+
+def _historian(study: "StudyConfig") -> Any:
+    from arc_ray.historian import Historian
+
+    return Historian(study)
+
+
+def _empty(study: "StudyConfig") -> ArcError:
+    from arc_ray.report import EmptyHistoryError
+
+    return EmptyHistoryError(f"study {study.name!r} has no history yet at {study.study_dir}; "
+                             f"run `arc run {study.source_path or 'CONFIG'}` first")
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    from arc_ray.orchestrator import recover_cycles_without_improvement, _cycle_rows, _ints
+
+    study = _load(args.config)
+    h = _historian(study)
+    s = h.summary()
+    decisions = h.decisions_table()
+    if s.n_trials == 0 and decisions.num_rows == 0:
+        raise _empty(study)
+    rows = _cycle_rows(h.cycles_table())
+    target = f", target {study.target:g}" if study.target is not None else ""
+    print(f"study {study.name}: {study.metric} ({study.mode}{target}); history at {study.study_dir}", file=out)
+    if rows:
+        last = max(h.cycles_table().to_pylist(), key=lambda r: r["cycle_id"])
+        print(f"cycles: {len(rows)} done; last: cycle {last['cycle_id']} ({last.get('mode') or 'no mode'}: "
+              f"{last.get('reason') or ''}), {last.get('n_completed') or 0} completed, "
+              f"{last.get('n_failed') or 0} failed in {last.get('duration_s') or 0:.0f} s", file=out)
+    else:
+        print("cycles: none finished", file=out)
+    print(f"trials: {s.n_trials} ({s.n_completed} completed, {s.n_failed} failed)", file=out)
+    if s.best_value is not None:
+        print(f"best {study.metric}: {s.best_value:.4f} (experiment {s.best_experiment_id})", file=out)
+    else:
+        print(f"best {study.metric}: none yet", file=out)
+    trend = f"{s.trend:+.4g} per experiment" if s.trend is not None else "n/a"
+    print(f"stagnating: {'yes' if s.stagnating else 'no'} ({s.experiments_since_improvement} experiments "
+          f"since the best improved; trend {trend}); recover cycles without improvement: "
+          f"{recover_cycles_without_improvement(study, rows)}", file=out)
+    if s.failures_by_class:
+        print("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(s.failures_by_class.items())), file=out)
+    learned = [c for c in s.constraints if c.source != "declared"]
+    print(f"learned constraints: {len(learned) or 'none'}", file=out)
+    for c in learned:
+        print(f"  - {c.id}: {c.describe()} ({c.reason})", file=out)
+    done = set(_ints(h.cycles_table(), "cycle_id"))
+    pending = sorted(set(_ints(decisions, "cycle_id")) - done)
+    integrated = h.integrated_ids()
+    for c in pending:
+        ds = [d for d in h.decisions_for_cycle(c) if d.outcome.runs()]
+        waiting = [d.experiment_id for d in ds if d.experiment_id not in integrated]
+        print(f"cycle {c} in flight (or interrupted; `arc run`/`arc cycle` resumes it): "
+              f"{len(ds) - len(waiting)} of {len(ds)} results stored; running or queued: "
+              f"{', '.join(waiting) or 'none'}", file=out)
+    if not pending:
+        print("running trials: none", file=out)
+    return EXIT_OK
+
+
+def history_frame(study: "StudyConfig", top: int | None) -> Any:
+    """The history as a DataFrame, best first (completed by metric, then the rest)."""
+    import pandas as pd
+
+    h = _historian(study)
+    table = h.trials_table()
+    if table.num_rows == 0:
+        raise _empty(study)
+    df = table.to_pandas()
+    col = f"metric.{study.metric}"
+    if col not in df.columns:
+        df[col] = float("nan")
+    ok = df["status"] == "COMPLETED"
+    ranked = df[ok].sort_values(col, ascending=study.mode == "min", kind="stable", na_position="last")
+    df = pd.concat([ranked, df[~ok].sort_values("cycle_id", kind="stable")], ignore_index=True)
+    metrics = [col] + sorted(c for c in df.columns if c.startswith("metric.") and c != col)
+    configs = [f"config.{n}" for n in study.search_space.names if f"config.{n}" in df.columns]
+    keep = ["experiment_id", "cycle_id", "status", *metrics, "proposer", "proposal_type", "duration_s",
+            "error_class", *configs]
+    df = df[[c for c in keep if c in df.columns]]
+    return df.head(top) if top else df
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
+    study = _load(args.config)
+    if args.top is not None and args.top < 0:
+        raise ConfigValidationError(f"--top must be 0 (all) or more, got {args.top}")
+    df = history_frame(study, args.top)
+    if args.format == "csv":
+        df.to_csv(out, index=False)
+    elif args.format == "json":
+        out.write(df.to_json(orient="records", indent=1) + "\n")
+    else:
+        short = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metric.", "config.")) else c)
+        short = short.loc[:, ~short.columns.duplicated()]
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 12, "display.precision", 4):
+            out.write(short.to_string(index=False) + "\n")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from arc_ray.report import build_report
+
+    study = _load(args.config)
+    report = build_report(study, args.out)
+    best = "none" if report.best_value is None else f"{report.best_value:.4f} ({report.best_experiment_id})"
+    print(f"report: {report.html} ({report.n_trials} trials; best {study.metric} {best})", file=out)
+    for name, path in report.figures.items():
+        print(f"  {name}: {path}", file=out)
+    return EXIT_OK
+
+
+def cmd_make_data(args: argparse.Namespace, out: TextIO) -> int:
+    from trainables.fundus import main as make_data
+
+    return make_data(args.rest)
+
+
+# ------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arc", description="ARC on Ray: an autonomous research loop over Ray Tune trials.",
+        epilog="exit codes: 0 ok, 1 other error, 2 bad input/config, 3 Ray cluster unreachable, "
+               "4 empty history, 130 interrupted")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", default=None,
+                       help="Ray cluster HOST:PORT, 'auto' or ray://HOST:PORT (default: $RAY_ADDRESS, "
+                            "else start Ray in this process)")
+        p.add_argument("--offline", action="store_true",
+                       help="decide and log decisions only; run no trial")
+
+    p = sub.add_parser("run", help="run the autonomous loop (resumes an interrupted cycle first)")
+    p.add_argument("config", help="study file (configs/*.yaml)")
+    p.add_argument("--cycles", type=int, default=None, help="cycles to run now (default: until a stop rule)")
+    p.add_argument("--report-dir", default=None, help="where to write the report (default <study>/report)")
+    with_cluster(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cycle", help="run exactly one cycle (or finish an interrupted one)")
+    p.add_argument("config")
+    with_cluster(p)
+    p.set_defaults(func=cmd_cycle)
+
+    p = sub.add_parser("status", help="best so far, mode, stagnation, constraints, trials in flight")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="the best experiments of the study")
+    p.add_argument("config")
+    p.add_argument("--top", type=int, default=10, help="how many (0: all; default 10)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("report", help="write PNG plots and a self-contained HTML report")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_report)
+
+    # its options (--out DIR --n N --size PX --seed S --overwrite) belong to trainables.fundus
+    p = sub.add_parser("make-data", help="write the synthetic fundus data set to disk (--out DIR ...)",
+                       add_help=False)
+    p.set_defaults(func=cmd_make_data)
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of ``arc``; returns the exit code."""
+    out = out or sys.stdout
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "make-data":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:
+        for noisy in ("ray", "ray.tune", "ray.train", "optuna"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.func(args, out)
+    except ClusterConnectionError as exc:
+        return _fail(exc, EXIT_CLUSTER)
+    except (ConfigValidationError, DataError) as exc:
+        return _fail(exc, EXIT_BAD_INPUT)
     except ArcError as exc:
-        print(f"arc: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        from arc_ray.report import EmptyHistoryError
+
+        return _fail(exc, EXIT_EMPTY_HISTORY if isinstance(exc, EmptyHistoryError) else EXIT_ERROR)
+    except KeyboardInterrupt:
+        print("\narc: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    text = str(exc)
+    print(f"arc: error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

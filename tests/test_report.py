@@ -131,3 +131,59 @@ class _EmptyHistorian:
 def test_empty_history_is_a_clear_error(toy_study):
     with pytest.raises(EmptyHistoryError, match="no trial in the history of study 'toy'"):
         load_report_data(toy_study, historian=_EmptyHistorian())
+
+
+# ------------------------------------------------- against the real historian's files
+
+
+def seed_history(study, n_cycles: int = 3, per_cycle: int = 4, seed: int = 0, failures: int = 1):
+    """Write a real history (trials, decisions, cycles) through the plain Historian."""
+    from arc_ray.historian import Historian
+    from arc_ray.records import CycleReport, JobStatus, Strategy, StrategyMode, TrialResult
+
+    h = Historian(study)
+    rng = np.random.default_rng(seed)
+    modes = [StrategyMode.EXPLORE, StrategyMode.EXPLOIT, StrategyMode.RECOVER]
+    for cycle in range(1, n_cycles + 1):
+        decisions, results = [], []
+        for i in range(per_cycle):
+            eid = f"c{cycle:04d}-bayesian-{i:02d}"
+            changes = {"x": float(rng.uniform(-1, 1)), "lr": float(10 ** rng.uniform(-4, -1)),
+                       "model": str(rng.choice(["small", "medium", "large"]))}
+            config = flatten_config(study.baseline) | changes
+            p = Proposal(experiment_id=eid, changes=changes, rationale=f"try x={changes['x']:.2f}",
+                         proposer="bayesian")
+            decisions.append(Decision(experiment_id=eid, cycle_id=cycle, outcome=DecisionOutcome.APPROVED,
+                                      decided_by="supervisor", reason="approved by vote", proposal=p,
+                                      config=config))
+            if cycle == n_cycles and i < failures:
+                results.append(TrialResult(experiment_id=eid, cycle_id=cycle, status=JobStatus.FAILED,
+                                           config=config, error_class="oom", error_message="CUDA OOM",
+                                           proposer="bayesian"))
+            else:
+                results.append(TrialResult(experiment_id=eid, cycle_id=cycle, status=JobStatus.COMPLETED,
+                                           config=config, metrics=objective(config), duration_s=2.0,
+                                           proposer="bayesian", iterations=2))
+        h.log_decisions(decisions)
+        h.integrate_experiment_results(results, cycle)
+        summary = h.summary()
+        h.log_cycle(CycleReport(study=study.name, cycle_id=cycle, decisions=decisions, results=results,
+                                strategy=Strategy(mode=modes[(cycle - 1) % 3], reason="test"),
+                                best_value=summary.best_value, best_experiment_id=summary.best_experiment_id))
+    return h
+
+
+def test_report_from_the_historians_files(toy_study, tmp_path):
+    from arc_ray.report import build_report
+
+    seed_history(toy_study, n_cycles=3, per_cycle=4)
+    data = load_report_data(toy_study)  # a fresh historian, reading the files
+    assert len(data.trials) == 12
+    assert data.cycle_modes == {1: "explore", 2: "exploit", 3: "recover"}
+    assert {d.cycle_id for d in data.last_decisions} == {3} and len(data.last_decisions) == 4
+    report = build_report(toy_study, tmp_path / "out")
+    page = report.html.read_text()
+    assert report.n_trials == 12 and page.count("data:image/png;base64,") == 3
+    assert "c0003-bayesian-03" in page  # a decision of the last cycle
+    best = data.completed().sort_values("metric.score").iloc[-1]
+    assert report.best_experiment_id == best.experiment_id

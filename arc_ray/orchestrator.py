@@ -1,0 +1,716 @@
+"""One research cycle, the autonomous loop, and resume after a crash.
+
+The orchestrator is the one place where ARC's plain classes become a running system:
+it connects to Ray (or starts it in-process), makes the agents and the historian
+named Ray actors in the study's namespace (``arc-<study>``: the dashboard shows
+``director``, ``critic``, ``supervisor``, ``historian`` and each proposer by name),
+picks the executor (``study.executor``: ``tune`` → Ray Tune trials, ``inprocess`` →
+a plain objective in the driver), and runs the ten steps of a cycle (``DESIGN.md``)::
+
+    historian.summary → Collective.decide (director, proposers, vote, supervisor)
+    → historian.log_decisions → executor.submit_batch → wait / collect
+    → historian.integrate → historian.log_cycle → telemetry
+
+**Resume.** The history is the state. A cycle whose decisions are logged but that has
+no row in the ``cycles`` table is *pending*: the next run (or ``arc cycle``) does not
+propose again; it asks the executor to restore that cycle's Tune experiment from disk
+(finished trials are not rerun), submits the decided experiments that never started,
+integrates only results the history lacks (integration is idempotent besides), and
+then logs the cycle. Killing the driver before the decisions are logged loses only
+the decision work; the same cycle id is decided again. So a driver killed at any
+point loses no result and counts none twice.
+
+Run: ``arc run configs/fundus-cpu.yaml --cycles 3`` (see :mod:`arc_ray.cli`), or
+``Orchestrator(StudyConfig.from_yaml(path)).run(max_cycles=3)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from arc_ray.cluster import connect
+from arc_ray.records import (
+    CycleReport,
+    Decision,
+    DecisionOutcome,
+    ErrorClass,
+    HistorySummary,
+    JobStatus,
+    TrialResult,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from arc_ray.study import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+CORE_AGENTS = ("director", "critic", "supervisor")
+
+
+# ------------------------------------------------------------------ run outcome
+
+
+class StopReason(str, Enum):
+    """Why :meth:`Orchestrator.run` stopped."""
+
+    TARGET_REACHED = "target_reached"  # the best reached the study's target
+    MAX_CYCLES = "max_cycles"  # this run did the cycles it was asked for
+    CYCLE_BUDGET = "cycle_budget"  # the study's budget.max_cycles are done
+    TRIAL_BUDGET = "trial_budget"  # budget.max_trials trials are in the history
+    GPU_BUDGET = "gpu_budget"  # budget.max_gpu_hours are spent
+    NO_IMPROVEMENT = "no_improvement"  # N recover cycles in a row did not improve the best
+
+
+class RunReport(BaseModel):
+    """What one :meth:`Orchestrator.run` did, and why it stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: str
+    cycles: list[CycleReport] = Field(default_factory=list)
+    stop_reason: StopReason
+    stop_message: str
+    best_value: float | None = None
+    best_experiment_id: str | None = None
+    best_config: dict[str, Any] | None = None
+    n_trials: int = 0  # in the whole history
+    n_cycles: int = 0  # completed cycles in the whole history
+    duration_s: float = 0.0
+    history_dir: str = ""
+
+
+@dataclass(frozen=True)
+class CycleEvent:
+    """A step of a cycle, for progress displays and hooks (``on_event``).
+
+    ``phase`` is one of ``deciding``, ``decided`` (decisions made, not yet logged),
+    ``logged``, ``submitted``, ``progress`` (trial counts changed), ``integrating``
+    (results collected, not yet stored), ``integrated`` (stored, cycle not yet
+    logged), ``finished``, or ``resuming``.
+    """
+
+    cycle_id: int
+    phase: str
+    counts: Mapping[str, int] = field(default_factory=dict)  # queued / running / done / failed / total
+    best_value: float | None = None
+    best_experiment_id: str | None = None
+    message: str = ""
+
+
+# ----------------------------------------------------------------- stop checks
+
+
+def _cycle_rows(cycles: "pa.Table | None") -> list[dict[str, Any]]:
+    if cycles is None or cycles.num_rows == 0:
+        return []
+    return sorted(cycles.select([c for c in ("cycle_id", "mode", "best_value", "offline")
+                                 if c in cycles.column_names]).to_pylist(),
+                  key=lambda r: r["cycle_id"])
+
+
+def recover_cycles_without_improvement(study: "StudyConfig", rows: list[dict[str, Any]]) -> int:
+    """How many of the last cycles in a row were recover cycles that did not improve the best."""
+    count = 0
+    for i in range(len(rows) - 1, -1, -1):
+        row = rows[i]
+        if row.get("mode") != "recover":
+            break
+        prev = next((r.get("best_value") for r in reversed(rows[:i]) if r.get("best_value") is not None), None)
+        now = row.get("best_value")
+        if now is not None and (prev is None or study.better(now, prev)):
+            break
+        count += 1
+    return count
+
+
+def check_stop(study: "StudyConfig", summary: HistorySummary,
+               cycle_rows: list[dict[str, Any]]) -> tuple[StopReason, str] | None:
+    """Whether the study should stop now (not counting a run's own cycle limit).
+
+    Args:
+        study: the study (target, budget).
+        summary: the historian's summary.
+        cycle_rows: the ``cycles`` table as rows (cycle_id, mode, best_value), in order.
+    """
+    best = summary.best_value
+    if study.target is not None and best is not None and not study.better(study.target, best):
+        return StopReason.TARGET_REACHED, (
+            f"target reached: best {study.metric} {best:.4g} (experiment {summary.best_experiment_id}) "
+            f"{'≥' if study.mode == 'max' else '≤'} target {study.target:g}")
+    b = study.budget
+    done = len([r for r in cycle_rows if not r.get("offline")])
+    if b.max_cycles is not None and done >= b.max_cycles:
+        return StopReason.CYCLE_BUDGET, f"the study's budget of {b.max_cycles} cycles is spent ({done} done)"
+    if b.max_trials is not None and summary.n_trials >= b.max_trials:
+        return StopReason.TRIAL_BUDGET, (
+            f"the study's budget of {b.max_trials} trials is spent ({summary.n_trials} run)")
+    if b.max_gpu_hours is not None and summary.gpu_hours_used >= b.max_gpu_hours:
+        return StopReason.GPU_BUDGET, (
+            f"the study's budget of {b.max_gpu_hours:g} GPU hours is spent "
+            f"({summary.gpu_hours_used:.2f} used)")
+    n = recover_cycles_without_improvement(study, cycle_rows)
+    if n >= b.max_recover_cycles_without_improvement:
+        return StopReason.NO_IMPROVEMENT, (
+            f"{n} recover cycles in a row without improving the best "
+            f"(limit budget.max_recover_cycles_without_improvement={b.max_recover_cycles_without_improvement})")
+    return None
+
+
+def results_from_history(trials: "pa.Table", cycle_id: int) -> list[TrialResult]:
+    """The cycle's results as stored in the trials table (for a cycle integrated before a crash)."""
+    import pyarrow.compute as pc
+
+    if trials.num_rows == 0:
+        return []
+    rows = trials.filter(pc.equal(trials.column("cycle_id"), cycle_id)).to_pylist()
+    out = []
+    for r in rows:
+        metrics = {k[len("metric."):]: v for k, v in r.items()
+                   if k.startswith("metric.") and isinstance(v, (int, float)) and math.isfinite(v)}
+        try:
+            config = json.loads(r.get("config_json") or "{}")
+        except ValueError:
+            config = {}
+        err = r.get("error_class")
+        out.append(TrialResult(
+            experiment_id=r["experiment_id"], cycle_id=cycle_id, status=JobStatus(r["status"]),
+            config=config, metrics=metrics, duration_s=r.get("duration_s"),
+            error_class=ErrorClass(err) if err in ErrorClass._value2member_map_ else None,
+            error_message=r.get("error_message"), iterations=r.get("iterations") or 0))
+    return out
+
+
+def _served_study(instance: Any) -> str:
+    """Runs inside an actor: which study it serves (to tell a reusable actor from a stale one)."""
+    return instance.study.model_dump_json()
+
+
+# ------------------------------------------------------------------ orchestrator
+
+
+class Orchestrator:
+    """Runs a study's cycles: agents and historian as named Ray actors, trials via the executor.
+
+    Args:
+        study: the study.
+        offline_mode: decide and log decisions only; execute nothing (a dry run of the
+            agents).
+        address: the Ray cluster (``HOST:PORT``, ``auto``, ``ray://...``); default
+            ``RAY_ADDRESS``, else a local Ray started in this process. Ignored when Ray
+            is already initialised.
+        trainable: the trainable object itself, for one defined where it cannot be
+            imported by name (a script's ``__main__``); default: ``study.load_trainable()``.
+        on_event: called with a :class:`CycleEvent` at each step of a cycle (progress
+            displays, tests that stop a driver at a given step).
+        poll_interval_s: how often trial states are polled while a cycle runs.
+        dashboard: start the Ray dashboard when Ray is started here.
+        executor: an executor to use instead of the one ``study.executor`` names.
+
+    Raises:
+        ClusterConnectionError: Ray cannot be reached.
+        HistoryError: the study's storage cannot be written.
+
+    The driver owns the executor (Tune runs in a background thread of this process);
+    the agents and the historian live in actors that die with the driver's job, and a
+    restarted driver gets or recreates them by name (``get_if_exists``). Call
+    :meth:`shutdown` when done.
+    """
+
+    def __init__(self, study: "StudyConfig", offline_mode: bool = False, address: str | None = None,
+                 *, trainable: Callable[..., Any] | None = None,
+                 on_event: Callable[[CycleEvent], None] | None = None,
+                 poll_interval_s: float = 0.5, dashboard: bool = True,
+                 executor: Any | None = None) -> None:
+        self.study = study
+        self.offline_mode = offline_mode
+        self.namespace = f"arc-{study.name}"
+        self.on_event = on_event
+        self.poll_interval_s = poll_interval_s
+        self.trainable = trainable
+        self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
+        self.agents = self._start_agents()
+        self.historian = self.agents.pop("historian")
+        from arc_ray.agents import Collective
+
+        self.collective = Collective(study, self.agents)
+        self.executor = executor if executor is not None else self._make_executor()
+        self.telemetry = self._make_telemetry()
+        self.timings: dict[str, float] = {}  # seconds per step of the last cycle
+        self._best: tuple[float | None, str | None] = (None, None)
+
+    # ------------------------------------------------------------- set-up
+
+    def _agent_roster(self) -> dict[str, tuple[type, tuple, dict]]:
+        """Name → (class, args, kwargs) of every actor the study needs, historian included."""
+        from arc_ray.agents import build_roster
+        from arc_ray.historian import Historian
+
+        roster = {"historian": (Historian, (self.study,), {})}
+        roster.update(build_roster(self.study))
+        return roster
+
+    def _start_agents(self) -> dict[str, Any]:
+        import ray
+
+        roster = self._agent_roster()
+        handles = {name: self._actor(name, cls, args, kwargs) for name, (cls, args, kwargs) in roster.items()}
+        want = self.study.model_dump_json()
+        served = ray.get([h.__ray_call__.remote(_served_study) for h in handles.values()])
+        for (name, handle), study_json in zip(list(handles.items()), served):
+            if study_json != want:  # an actor left from another study of the same name
+                logger.info("replacing actor %s/%s: it serves a different study config", self.namespace, name)
+                ray.kill(handle, no_restart=True)
+                cls, args, kwargs = roster[name]
+                handles[name] = self._actor(name, cls, args, kwargs, fresh=True)
+        logger.info("actors in namespace %s: %s", self.namespace, ", ".join(handles))
+        return handles
+
+    def _actor(self, name: str, cls: type, args: tuple, kwargs: dict, fresh: bool = False) -> Any:
+        import ray
+
+        remote = ray.remote(cls).options(name=name, namespace=self.namespace, get_if_exists=not fresh,
+                                         num_cpus=0, max_restarts=2)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return remote.remote(*args, **kwargs)
+            except ValueError:  # the killed actor's name is not released yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _make_executor(self) -> Any:
+        if self.study.executor == "inprocess":
+            from arc_ray.inprocess import InProcessExecutor
+
+            return InProcessExecutor(self.study)
+        from arc_ray.executor import TrainingExecutor
+
+        return TrainingExecutor(self.study, trainable=self.trainable)
+
+    def _make_telemetry(self) -> Any | None:
+        try:
+            from arc_ray.telemetry import Telemetry
+
+            return Telemetry(self.study.name)
+        except Exception as exc:  # metrics are a view; a study runs without them
+            logger.warning("telemetry disabled: %s", exc)
+            return None
+
+    def shutdown(self, kill_actors: bool = False) -> None:
+        """Stop the executor; with ``kill_actors``, also the agent and historian actors."""
+        import ray
+
+        try:
+            self.executor.shutdown()
+        finally:
+            if kill_actors:
+                for handle in [self.historian, *self.agents.values()]:
+                    try:
+                        ray.kill(handle, no_restart=True)
+                    except Exception as exc:
+                        logger.debug("could not kill actor: %s", exc)
+
+    # ------------------------------------------------------------- state
+
+    def _emit(self, cycle_id: int, phase: str, counts: Mapping[str, int] | None = None,
+              message: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(CycleEvent(cycle_id=cycle_id, phase=phase, counts=dict(counts or {}),
+                                     best_value=self._best[0], best_experiment_id=self._best[1],
+                                     message=message))
+
+    def _get(self, call: Any) -> Any:
+        import ray
+
+        return ray.get(call)
+
+    def pending_cycle(self) -> int | None:
+        """The oldest cycle whose decisions are logged but which is not finished, if any."""
+        decided = set(_ints(self._get(self.historian.decisions_table.remote()), "cycle_id"))
+        done = set(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
+        pending = sorted(decided - done)
+        return pending[0] if pending else None
+
+    def next_cycle_id(self) -> int:
+        """The id the next new cycle gets: one past every cycle the history mentions (first: 1)."""
+        seen = set(_ints(self._get(self.historian.decisions_table.remote()), "cycle_id"))
+        seen |= set(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
+        seen |= set(_ints(self._get(self.historian.trials_table.remote()), "cycle_id"))
+        return max(seen) + 1 if seen else 1
+
+    def _within_trial_budget(self, decisions: list[Decision], summary: HistorySummary) -> list[Decision]:
+        """Veto approved decisions beyond what is left of ``budget.max_trials``."""
+        limit = self.study.budget.max_trials
+        if limit is None:
+            return decisions
+        left = max(limit - summary.n_trials, 0)
+        out = []
+        for d in decisions:
+            if d.outcome.runs():
+                if left <= 0:
+                    d = d.model_copy(update={
+                        "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
+                        "reason": f"the study's budget of {limit} trials is spent ({d.reason})"})
+                else:
+                    left -= 1
+            out.append(d)
+        return out
+
+    # strategy of a decided cycle, kept beside the history so a resumed cycle logs its mode
+    def _strategy_path(self, cycle_id: int) -> str:
+        from arc_ray.study import join_storage
+
+        return join_storage(self.study.study_dir, "strategies", f"cycle_{cycle_id:04d}.json")
+
+    def _save_strategy(self, cycle_id: int, strategy: Any) -> None:
+        if strategy is None:
+            return
+        _write_text(self._strategy_path(cycle_id), strategy.model_dump_json())
+
+    def _load_strategy(self, cycle_id: int) -> Any:
+        from arc_ray.records import Strategy
+
+        text = _read_text(self._strategy_path(cycle_id))
+        return Strategy.model_validate_json(text) if text else None
+
+    # ------------------------------------------------------------- a cycle
+
+    def run_research_cycle(self, cycle_id: int | None = None) -> CycleReport:
+        """Steps 1–7: summarise, decide (director, proposers, vote, supervisor), log decisions.
+
+        In offline mode the cycle ends here and is logged as an offline cycle: the
+        approved proposals are recorded and nothing runs.
+
+        Args:
+            cycle_id: default :meth:`next_cycle_id`.
+        """
+        t0 = time.perf_counter()
+        cycle_id = self.next_cycle_id() if cycle_id is None else cycle_id
+        self._emit(cycle_id, "deciding")
+        summary = self._get(self.historian.summary.remote())
+        trials = self._get(self.historian.trials_table.remote())
+        self._best = (summary.best_value, summary.best_experiment_id)
+        t1 = time.perf_counter()
+        decided = self.collective.decide(cycle_id, summary, trials)
+        decisions = self._within_trial_budget(list(decided.decisions), summary)
+        t2 = time.perf_counter()
+        self._emit(cycle_id, "decided", message=_count_outcomes(decisions))
+        self._save_strategy(cycle_id, decided.strategy)
+        self._get(self.historian.log_decisions.remote(decisions))
+        t3 = time.perf_counter()
+        self.timings = {"summary": t1 - t0, "decide": t2 - t1, "log_decisions": t3 - t2}
+        self._emit(cycle_id, "logged", message=_count_outcomes(decisions))
+        report = CycleReport(study=self.study.name, cycle_id=cycle_id, strategy=decided.strategy,
+                             decisions=decisions, decision_time_s=t3 - t0, offline=self.offline_mode,
+                             best_value=summary.best_value, best_experiment_id=summary.best_experiment_id)
+        if self.offline_mode:
+            report.duration_s = time.perf_counter() - t0
+            self._get(self.historian.log_cycle.remote(report))
+            self._record_telemetry(report)
+            self._emit(cycle_id, "finished", message="offline: decisions logged, nothing run")
+        return report
+
+    def run_autonomous_cycle(self, cycle_id: int | None = None, wait_for_completion: bool = True,
+                             timeout: float | None = None) -> CycleReport:
+        """One whole cycle (the ten steps), or the rest of a pending one.
+
+        Args:
+            cycle_id: default: the pending cycle if there is one, else :meth:`next_cycle_id`.
+            wait_for_completion: wait for the trials, integrate and log the cycle; with
+                ``False`` return once the trials are submitted (finish later with
+                :meth:`collect_and_integrate_results` and another call).
+            timeout: seconds to wait for the trials; those still running are cancelled.
+
+        Raises:
+            ArcError: ``cycle_id`` is not the pending cycle while one is pending.
+        """
+        from arc_ray.errors import ArcError
+
+        t0 = time.perf_counter()
+        pending = self.pending_cycle()
+        if pending is not None:
+            if cycle_id is not None and cycle_id != pending:
+                raise ArcError(f"cycle {pending} was decided but not finished; "
+                               f"resume it before starting cycle {cycle_id}")
+            return self._resume(pending, wait_for_completion, timeout)
+        report = self.run_research_cycle(cycle_id)
+        if self.offline_mode:
+            return report
+        runnable = [d for d in report.decisions if d.outcome.runs()]
+        ts = time.perf_counter()
+        if runnable:
+            self.executor.submit_batch(runnable, report.cycle_id)
+        self.timings["submit"] = time.perf_counter() - ts
+        self._emit(report.cycle_id, "submitted", {"total": len(runnable), "queued": len(runnable)})
+        if not wait_for_completion:
+            return report
+        return self._finish(report, [d.experiment_id for d in runnable], set(), t0, timeout)
+
+    def _resume(self, cycle_id: int, wait: bool, timeout: float | None) -> CycleReport:
+        t0 = time.perf_counter()
+        decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
+        runnable = [d for d in decisions if d.outcome.runs()]
+        integrated = self._get(self.historian.integrated_ids.remote())
+        missing = [d for d in runnable if d.experiment_id not in integrated]
+        done_before = {d.experiment_id for d in runnable} - {d.experiment_id for d in missing}
+        self._emit(cycle_id, "resuming", {"total": len(runnable), "done": len(done_before)},
+                   message=f"cycle {cycle_id} was interrupted: {len(done_before)} of {len(runnable)} "
+                           "results already stored")
+        logger.info("resuming cycle %d: %d decided to run, %d already integrated",
+                    cycle_id, len(runnable), len(done_before))
+        if missing and not self.offline_mode:
+            jobs = self.executor.resume(cycle_id)
+            known = {j.experiment_id for j in jobs}
+            unstarted = [d for d in missing if d.experiment_id not in known]
+            if unstarted:  # killed before Tune saved its experiment: start them now
+                self.executor.submit_batch(unstarted, cycle_id)
+            logger.info("cycle %d: %d trials restored from the Tune experiment, %d submitted afresh",
+                        cycle_id, len(known & {d.experiment_id for d in missing}), len(unstarted))
+        report = CycleReport(study=self.study.name, cycle_id=cycle_id,
+                             strategy=self._load_strategy(cycle_id), decisions=decisions,
+                             resumed=True, offline=self.offline_mode)
+        if not wait:
+            return report
+        return self._finish(report, [d.experiment_id for d in missing], done_before, t0, timeout)
+
+    def _finish(self, report: CycleReport, ids: list[str], done_before: set[str], t0: float,
+                timeout: float | None) -> CycleReport:
+        """Steps 8–10: wait for ``ids``, integrate their results, log the cycle, telemetry."""
+        cid = report.cycle_id
+        tw = time.perf_counter()
+        results = self._wait_and_collect(cid, ids, timeout) if ids else []
+        results = self._annotate(results, report.decisions)
+        self.timings["execute"] = time.perf_counter() - tw
+        self._emit(cid, "integrating", _counts(r.status for r in results))
+        ti = time.perf_counter()
+        integration = (self._get(self.historian.integrate_experiment_results.remote(results, cid))
+                       if results else None)
+        self._emit(cid, "integrated", _counts(r.status for r in results))
+        summary = self._get(self.historian.summary.remote())
+        earlier = []
+        if done_before:
+            earlier = [r for r in results_from_history(self._get(self.historian.trials_table.remote()), cid)
+                       if r.experiment_id in done_before]
+        report.results = earlier + results
+        report.integration = integration
+        report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
+        self._best = (summary.best_value, summary.best_experiment_id)
+        rows = [r for r in _cycle_rows(self._get(self.historian.cycles_table.remote())) if r["cycle_id"] != cid]
+        rows.append({"cycle_id": cid, "mode": report.strategy.mode.value if report.strategy else None,
+                     "best_value": summary.best_value, "offline": False})
+        stop = check_stop(self.study, summary, rows)
+        report.stop_reason = stop[0].value if stop else None
+        report.duration_s = time.perf_counter() - t0
+        self._get(self.historian.log_cycle.remote(report))
+        self.timings["integrate_and_log"] = time.perf_counter() - ti
+        self._record_telemetry(report)
+        self._emit(cid, "finished", _counts(r.status for r in report.results),
+                   message=stop[1] if stop else "")
+        return report
+
+    @staticmethod
+    def _annotate(results: list[TrialResult], decisions: list[Decision]) -> list[TrialResult]:
+        """Carry proposer, proposal type and risk from the decision onto each result."""
+        by_id = {d.experiment_id: d for d in decisions}
+        out = []
+        for r in results:
+            p = by_id[r.experiment_id].proposal if r.experiment_id in by_id else None
+            if p is not None and r.proposer is None:
+                r = r.model_copy(update={"proposer": p.proposer, "proposal_type": p.type,
+                                         "risk_level": p.risk_level})
+            out.append(r)
+        return out
+
+    def _record_telemetry(self, report: CycleReport) -> None:
+        if self.telemetry is None:
+            return
+        try:
+            self.telemetry.record_cycle(report)
+        except Exception as exc:  # a metrics hiccup must not fail a cycle
+            logger.warning("telemetry: %s", exc)
+
+    # ------------------------------------------------------------- trials
+
+    def wait_for_training_completion(self, experiment_ids: list[str], timeout: float | None = None,
+                                     cycle_id: int | None = None,
+                                     on_terminal: Callable[[str, JobStatus], None] | None = None,
+                                     ) -> dict[str, JobStatus]:
+        """Wait until every trial is finished (or ``timeout``: the rest are cancelled).
+
+        Emits ``progress`` events when the counts change and calls ``on_terminal`` once
+        per trial as it finishes.
+
+        Returns:
+            the final status of each experiment.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        statuses: dict[str, JobStatus] = {}
+        reported: set[str] = set()
+        last_counts: dict[str, int] = {}
+        cancelled = False
+        while True:
+            left = [i for i in experiment_ids if not statuses.get(i, JobStatus.PENDING).is_terminal()]
+            if left:
+                step = self.poll_interval_s
+                if deadline is not None:
+                    step = max(min(step, deadline - time.monotonic()), 0.0)
+                statuses.update(self.executor.wait_for_completion(left, timeout=step))
+            for i in experiment_ids:
+                st = statuses.get(i)
+                if st is not None and st.is_terminal() and i not in reported:
+                    reported.add(i)
+                    if on_terminal is not None:
+                        on_terminal(i, st)
+            counts = _counts(statuses.get(i, JobStatus.PENDING) for i in experiment_ids)
+            if counts != last_counts:
+                last_counts = counts
+                if self.telemetry is not None:
+                    try:
+                        self.telemetry.set_trials_by_status(counts)
+                    except Exception as exc:
+                        logger.debug("telemetry: %s", exc)
+                self._emit(cycle_id if cycle_id is not None else -1, "progress", counts)
+            if len(reported) == len(experiment_ids):
+                return {i: statuses[i] for i in experiment_ids}
+            if deadline is not None and time.monotonic() >= deadline:
+                if cancelled:  # cancellation asked and given a grace period: stop waiting
+                    return {i: statuses.get(i, JobStatus.CANCELLED) for i in experiment_ids}
+                logger.warning("timeout after %.0f s: cancelling %d trials", timeout, len(left))
+                self.executor.cancel([i for i in experiment_ids if i not in reported])
+                cancelled, deadline = True, time.monotonic() + 30
+
+    def _wait_and_collect(self, cycle_id: int, ids: list[str], timeout: float | None) -> list[TrialResult]:
+        results: dict[str, TrialResult] = {}
+
+        def collect(experiment_id: str, status: JobStatus) -> None:
+            r = self.executor.collect_results(experiment_id)
+            results[experiment_id] = r
+            value = r.metric(self.study.metric) if r.status == JobStatus.COMPLETED else None
+            if value is not None and (self._best[0] is None or self.study.better(value, self._best[0])):
+                self._best = (value, experiment_id)
+
+        self.wait_for_training_completion(ids, timeout, cycle_id=cycle_id, on_terminal=collect)
+        for i in ids:  # anything left unfinished after cancellation is collected as it stands
+            if i not in results:
+                results[i] = self.executor.collect_results(i)
+        return [results[i] for i in ids]
+
+    def collect_and_integrate_results(self, experiment_ids: list[str], cycle_id: int) -> Any:
+        """Collect finished trials' results and store them (idempotent per experiment)."""
+        decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
+        results = self._annotate([self.executor.collect_results(i) for i in experiment_ids], decisions)
+        return self._get(self.historian.integrate_experiment_results.remote(results, cycle_id))
+
+    # ------------------------------------------------------------- the loop
+
+    def run(self, max_cycles: int | None = None) -> RunReport:
+        """The autonomous loop: cycles until the target, a budget, or ``max_cycles``.
+
+        A pending cycle (interrupted earlier) is finished first and counts as one of
+        ``max_cycles``. Stops, and says why (:class:`StopReason`), when the best reaches
+        ``study.target``; ``budget.max_cycles`` cycles, ``budget.max_trials`` trials or
+        ``budget.max_gpu_hours`` are spent; ``budget.max_recover_cycles_without_improvement``
+        recover cycles in a row did not improve the best; or this run did ``max_cycles``
+        (default ``budget.max_cycles``, else until another reason).
+        """
+        t0 = time.perf_counter()
+        reports: list[CycleReport] = []
+        stop: tuple[StopReason, str] | None = None
+        while True:
+            if self.pending_cycle() is None:
+                stop = self._stop_now()
+                if stop is not None:
+                    break
+            if max_cycles is not None and len(reports) >= max_cycles:
+                stop = (StopReason.MAX_CYCLES, f"did the {max_cycles} cycle(s) asked for")
+                break
+            reports.append(self.run_autonomous_cycle())
+        summary = self._get(self.historian.summary.remote())
+        n_cycles = len(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
+        logger.info("stopping: %s", stop[1])
+        return RunReport(study=self.study.name, cycles=reports, stop_reason=stop[0], stop_message=stop[1],
+                         best_value=summary.best_value, best_experiment_id=summary.best_experiment_id,
+                         best_config=summary.best_config, n_trials=summary.n_trials, n_cycles=n_cycles,
+                         duration_s=time.perf_counter() - t0, history_dir=self.study.study_dir)
+
+    def _stop_now(self) -> tuple[StopReason, str] | None:
+        summary = self._get(self.historian.summary.remote())
+        return check_stop(self.study, summary, _cycle_rows(self._get(self.historian.cycles_table.remote())))
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _ints(table: "pa.Table | None", column: str) -> list[int]:
+    if table is None or table.num_rows == 0 or column not in table.column_names:
+        return []
+    return [int(v) for v in table.column(column).to_pylist() if v is not None]
+
+
+def _counts(statuses: Iterable[JobStatus]) -> dict[str, int]:
+    c = {"queued": 0, "running": 0, "done": 0, "failed": 0, "total": 0}
+    for s in statuses:
+        c["total"] += 1
+        if s == JobStatus.RUNNING:
+            c["running"] += 1
+        elif s == JobStatus.COMPLETED:
+            c["done"] += 1
+        elif s in (JobStatus.FAILED, JobStatus.CANCELLED):
+            c["failed"] += 1
+        else:
+            c["queued"] += 1
+    return c
+
+
+def _count_outcomes(decisions: list[Decision]) -> str:
+    by: dict[str, int] = {}
+    for d in decisions:
+        by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
+
+
+def _write_text(uri: str, text: str) -> None:
+    """Write a small file atomically on a local folder or a pyarrow filesystem URI."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode("utf-8"))
+    fs.move(tmp, path)
+
+
+def _read_text(uri: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode("utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+
+
+__all__ = [
+    "CycleEvent",
+    "Orchestrator",
+    "RunReport",
+    "StopReason",
+    "check_stop",
+    "recover_cycles_without_improvement",
+    "results_from_history",
+]
