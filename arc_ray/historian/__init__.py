@@ -8,7 +8,8 @@
 - :mod:`~arc_ray.historian.analysis`: pure functions over the trials table (best,
   trend, stagnation, patterns, learned constraints).
 
-Reading needs nothing of ARC: ``pyarrow.dataset.dataset("<study>/trials")``,
+Reading needs nothing of ARC (``read_table(study_dir)`` is a convenience that also
+honours compaction and de-duplicates): ``pyarrow.dataset.dataset("<study>/trials")``,
 ``pandas.read_parquet("<study>/trials")`` or DuckDB's ``read_parquet('<study>/trials/*.parquet')``.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from arc_ray.historian import analysis
 from arc_ray.historian.analysis import ConstraintRule, Stagnation
 from arc_ray.historian.historian import Historian
-from arc_ray.historian.store import TABLES, DatasetView, ParquetStore, concat_unified
+from arc_ray.historian.store import TABLES, DatasetView, ParquetStore, concat_unified, read_table
 
 __all__ = [
     "TABLES",
@@ -28,4 +29,5 @@ __all__ = [
     "Stagnation",
     "analysis",
     "concat_unified",
+    "read_table",
 ]

@@ -396,7 +396,7 @@ def _constraint(rule: ConstraintRule, params: tuple[str, ...], when: dict[str, A
     name = " × ".join(params)
     scope = ", ".join(f"{k}={v}" for k, v in when.items())
     runs = f"runs with {scope}" if scope else "runs"
-    reason = f"{n_failed} {runs} {_WHAT[rule.error_class]} at {name} ≥ {low:g}; "
+    reason = f"{n_failed} {runs} {_WHAT.get(rule.error_class, 'failed (' + rule.error_class.value + ')')} at {name} ≥ {low:g}; "
     reason += (f"all {succ.size} successful {runs} had {name} ≤ {succ.max():g}" if succ.size
                else f"no such run has succeeded")
     ident = f"learned:{rule.error_class.value}:{'*'.join(params)}" + (

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from arc_ray.errors import HistoryError
 from arc_ray.historian import analysis
@@ -33,7 +33,7 @@ from arc_ray.historian.schema import (
     decisions_to_table,
     trials_to_table,
 )
-from arc_ray.historian.store import TABLES, DatasetView, ParquetStore
+from arc_ray.historian.store import TABLE_KEYS, TABLES, DatasetView, ParquetStore
 from arc_ray.records import (
     Constraint,
     CycleReport,
@@ -77,10 +77,9 @@ class Historian:
         self._store.check_writable()
         for table in TABLES:
             self._store.finish_interrupted(table)
-        self._trials = DatasetView(self._store, "trials", ["experiment_id"], keep="first")
-        self._decisions = DatasetView(self._store, "decisions", ["cycle_id", "experiment_id"], keep="first")
-        self._cycles = DatasetView(self._store, "cycles", ["cycle_id"], keep="last")
-        self._constraints = DatasetView(self._store, "constraints", ["id"], keep="last")
+        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t]) for t in TABLES}
+        self._trials, self._decisions = views["trials"], views["decisions"]
+        self._cycles, self._constraints = views["cycles"], views["constraints"]
         self._cache: dict[str, Any] = {}
         self._cache_key: tuple[int, int] | None = None
         n_corrupt = sum(len(v.corrupt) for v in self._views())
@@ -352,10 +351,16 @@ class Historian:
 
     def _validate_results(self, results: Iterable[Any]) -> list[TrialResult]:
         items = self._validate(results, TrialResult, "result")
-        problems = [f"result {r.experiment_id!r}: status {r.status.value} is not finished "
-                    f"(expected COMPLETED, FAILED or CANCELLED)"
-                    for r in items if not r.status.is_terminal()]
+        problems = []
         for r in items:
+            try:  # instances built with model_copy/model_construct skip pydantic's checks
+                status = JobStatus(r.status)
+            except ValueError:
+                problems.append(f"result {r.experiment_id!r}: unknown status {r.status!r}")
+                continue
+            if not status.is_terminal():
+                problems.append(f"result {r.experiment_id!r}: status {status.value} is not finished "
+                                f"(expected COMPLETED, FAILED or CANCELLED)")
             reason = experiment_id_problem(r.experiment_id)
             if reason:
                 problems.append(f"result {r.experiment_id!r}: experiment_id {reason}")
@@ -365,7 +370,7 @@ class Historian:
 
     @staticmethod
     def _validate(items: Iterable[Any], model: type, what: str) -> list[Any]:
-        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        if isinstance(items, (str, bytes, Mapping, BaseModel)) or not isinstance(items, Iterable):
             raise HistoryError(f"expected a list of {what}s, got {type(items).__name__}")
         out, problems = [], []
         for i, item in enumerate(items):

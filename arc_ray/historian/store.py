@@ -46,6 +46,13 @@ from arc_ray.errors import HistoryError
 logger = logging.getLogger(__name__)
 
 TABLES = ("trials", "decisions", "cycles", "constraints")
+# Each table's row key, and which copy wins when a key was stored twice.
+TABLE_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "trials": (("experiment_id",), "first"),
+    "decisions": (("cycle_id", "experiment_id"), "first"),
+    "cycles": (("cycle_id",), "last"),
+    "constraints": (("id",), "last"),
+}
 REPLACES_KEY = b"arc.replaces"
 _PREFIX = "part-"
 _SUFFIX = ".parquet"
@@ -410,6 +417,12 @@ class DatasetView:
             self._loaded = (self._loaded - set(replaced)) | {merged}
         return done
 
+    def _key_list(self, table: pa.Table) -> list[tuple | None]:
+        """Each row's key; ``None`` (never de-duplicated) where a key column is null or absent."""
+        cols = [table.column(k).to_pylist() if k in table.column_names else [None] * table.num_rows
+                for k in self.key]
+        return [None if None in k else k for k in zip(*cols)]
+
     def _add(self, tables: list[pa.Table]) -> bool:
         tables = [t for t in tables if t.num_rows]
         if not tables:
@@ -421,15 +434,15 @@ class DatasetView:
             return True
         added = False
         for t in tables:
-            keys = list(zip(*(t.column(k).to_pylist() for k in self.key)))
+            keys = self._key_list(t)
             mask, fresh = [], set()
             for k in keys:
-                ok = k not in self._keys and k not in fresh
+                ok = k is None or (k not in self._keys and k not in fresh)
                 fresh.add(k)
                 mask.append(ok)
             if not any(mask):
                 continue
-            self._keys |= {k for k, ok in zip(keys, mask) if ok}
+            self._keys |= {k for k, ok in zip(keys, mask) if ok and k is not None}
             self._chunks.append(t if all(mask) else t.filter(pa.array(mask)))
             self._table = None
             added = True
@@ -437,14 +450,26 @@ class DatasetView:
 
     def _dedup_last(self) -> None:
         table = self.table
-        keys = list(zip(*(table.column(k).to_pylist() for k in self.key)))
+        keys = self._key_list(table)
         last: dict[tuple, int] = {}
+        keep = []
         for i, k in enumerate(keys):
-            last[k] = i
-        if len(last) < len(keys):
-            table = table.take(pa.array(sorted(last.values()), pa.int64()))
+            if k is None:
+                keep.append(i)
+            else:
+                last[k] = i
+        if len(last) + len(keep) < len(keys):
+            table = table.take(pa.array(sorted(keep + list(last.values())), pa.int64()))
         self._chunks, self._table, self._keys = [table], table, set(last)
 
 
-__all__ = ["DatasetView", "ParquetStore", "PartFile", "Snapshot", "TABLES", "concat_unified",
+def read_table(study_dir: str, table: str = "trials") -> pa.Table:
+    """One history table of a study folder (path or URI), de-duplicated on its key."""
+    key, keep = TABLE_KEYS[table] if table in TABLE_KEYS else ((), "first")
+    store = ParquetStore(study_dir)
+    store.table_dir(table)  # names the tables when ``table`` is unknown
+    return DatasetView(store, table, key, keep).table  # type: ignore[arg-type]
+
+
+__all__ = ["DatasetView", "ParquetStore", "PartFile", "Snapshot", "TABLES", "TABLE_KEYS", "concat_unified", "read_table",
            "resolve_filesystem"]
