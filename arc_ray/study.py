@@ -331,6 +331,9 @@ class ProposerSettings(BaseModel):
     sampler: Literal["tpe", "gp"] = "tpe"
     proposals_per_cycle: int = Field(6, ge=1)  # before the vote
     min_distance: float = Field(0.05, ge=0)  # explorer: unit-cube distance to anything already run
+    exclude: list[str] = Field(default_factory=lambda: ["train_split", "val_split"])  # never searched
+    startup_trials: int = Field(8, ge=0)  # bayesian: completed trials before the sampler models
+    explorer: Literal["sobol", "uncertainty"] = "sobol"  # space-filling, or highest world-model std
 
 
 class SupervisorSettings(BaseModel):

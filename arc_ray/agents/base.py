@@ -1,0 +1,201 @@
+"""The agent contract: :class:`Agent`, :class:`Proposer` and the :class:`AgentContext` they read."""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from arc_ray.agents._history import HistoryView
+from arc_ray.records import HistorySummary, Proposal, ProposalType, Strategy, Vote
+from arc_ray.study import StudyConfig, flatten_config
+
+if TYPE_CHECKING:
+    from arc_ray.world_model import WorldModel
+
+logger = logging.getLogger(__name__)
+
+SPLIT_KEYS = ("train_split", "val_split")
+
+
+class AgentContext(BaseModel):
+    """What an agent knows when it proposes or votes in one cycle.
+
+    Picklable (it travels to agent actors): the trials table is a pyarrow Table, and
+    the derived :meth:`history` view is computed once and carried along.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    study: StudyConfig
+    cycle_id: int = Field(ge=0)
+    summary: HistorySummary
+    strategy: Strategy | None = None
+    trials: pa.Table = Field(default_factory=lambda: pa.table({}))  # the historian's trials table
+    quota: int = Field(0, ge=0)  # proposals wanted from the agent receiving this context
+
+    _view: HistoryView | None = PrivateAttr(None)
+
+    def history(self) -> HistoryView:
+        """The trials table over the searched parameters (computed once, then cached)."""
+        if self._view is None:
+            self._view = HistoryView(self.trials, self.study.search_space, self.study.metric,
+                                     self.study.mode, self.study.baseline)
+        return self._view
+
+
+class Agent(ABC):
+    """One member of the collective.
+
+    Contract:
+        * The collective (``arc_ray.agents.collective.Collective``) calls, once per
+          cycle and in this order, ``propose(ctx)`` on every agent whose quota in the
+          director's strategy is above zero, then ``vote(proposals, ctx)`` on every agent.
+          Either call may happen in another process: agents are plain classes that the
+          orchestrator turns into Ray actors, so arguments and results must pickle, and
+          nothing may rely on shared memory with the driver.
+        * ``propose`` returns at most ``ctx.quota`` :class:`Proposal`\\ s whose
+          ``experiment_id`` is unique across the study (use :meth:`Proposer.experiment_id`)
+          and whose ``changes`` are relative to the baseline.
+        * ``vote`` returns at most one :class:`Vote` per proposal; an agent abstains on a
+          proposal by returning no vote for it. Agents do not vote on their own
+          proposals. The collective sets each vote's ``agent`` and ``weight`` from the
+          study's voting settings, so an agent cannot weigh its own opinion.
+        * An agent may keep state between cycles (a warm Optuna study); it owns that
+          state, and a single actor serves one call at a time, so no locking is needed.
+        * Raising, or returning anything but the documented types, costs the agent its
+          own proposals or votes in that cycle — never the cycle.
+
+    Args:
+        study: the study the agent works for.
+        name: its name in the collective (the key of ``VotingSettings.weights``).
+    """
+
+    name: str = "agent"
+
+    def __init__(self, study: StudyConfig, name: str | None = None) -> None:
+        self.study = study
+        if name is not None:
+            self.name = name
+
+    def propose(self, ctx: AgentContext) -> list[Proposal]:
+        """Experiments this agent wants run this cycle; default: none."""
+        return []
+
+    @abstractmethod
+    def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
+        """This agent's opinion of each proposal (abstain by returning no vote for it)."""
+
+    def ping(self) -> str:
+        """Liveness check for actors."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, study={self.study.name!r})"
+
+
+_ID_PART = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class Proposer(Agent):
+    """An agent that proposes experiments and judges others' by its own model of goodness.
+
+    Subclasses implement :meth:`propose` and :meth:`goodness`; the base class turns
+    goodness scores into votes, skipping the proposer's own proposals.
+    """
+
+    proposal_type: ProposalType = ProposalType.HYPERPARAMETER_TUNING
+
+    @abstractmethod
+    def propose(self, ctx: AgentContext) -> list[Proposal]:
+        """At most ``ctx.quota`` proposals."""
+
+    def goodness(self, proposals: list[Proposal], ctx: AgentContext) -> list[tuple[float, str] | None]:
+        """Score in [0, 1] and a reason for each proposal; ``None`` abstains. Default: abstain."""
+        return [None] * len(proposals)
+
+    def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
+        others = [p for p in proposals if p.proposer != self.name]
+        if not others:
+            return []
+        votes = []
+        for p, judged in zip(others, self.goodness(others, ctx)):
+            if judged is None:
+                continue
+            score, reason = judged
+            score = float(np.clip(score, 0.0, 1.0))
+            votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=score >= 0.5,
+                              score=score, rationale=reason))
+        return votes
+
+    # ---------------------------------------------------------------- helpers
+
+    def experiment_id(self, ctx: AgentContext, k: int) -> str:
+        """``c<cycle>-<name>-<k>``: unique across the study while names and cycle ids are."""
+        part = _ID_PART.sub("_", self.name)[:40] or "agent"
+        return f"c{ctx.cycle_id:04d}-{part}-{k:02d}"
+
+    def searched(self, ctx: AgentContext) -> list[str]:
+        """Searched parameter names this proposer may change (minus ``proposers.exclude``)."""
+        skip = set(self.study.proposers.exclude)
+        return [n for n in self.study.search_space.names if n not in skip]
+
+    def changes_from(self, flat: Mapping[str, Any], ctx: AgentContext) -> dict[str, Any]:
+        """Changes (dotted keys) that set every non-excluded searched parameter as in ``flat``.
+
+        Whole assignments rather than differences keep a proposal meaning the same
+        config even after the baseline is updated; the split rule is kept.
+        """
+        names = self.searched(ctx)
+        changes = {n: _plain(flat[n]) for n in names if n in flat}
+        return keep_split_rule(changes)
+
+    def proposal(self, ctx: AgentContext, k: int, changes: Mapping[str, Any], rationale: str,
+                 **fields: Any) -> Proposal:
+        fields.setdefault("type", self.proposal_type)
+        return Proposal(experiment_id=self.experiment_id(ctx, k), changes=dict(changes),
+                        rationale=rationale, proposer=self.name, cycle_id=ctx.cycle_id, **fields)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python scalars, so configs stay YAML/JSON-clean."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def keep_split_rule(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep ``train_split + val_split == 1``: when one is changed, set the other to 1 minus it."""
+    out = dict(changes)
+    flat = flatten_config(out)
+    train, val = flat.get("train_split"), flat.get("val_split")
+    if train is not None and isinstance(train, (int, float)) and not isinstance(train, bool):
+        out = {k: v for k, v in flat.items()}
+        out["val_split"] = round(1.0 - float(train), 12)
+    elif val is not None and isinstance(val, (int, float)) and not isinstance(val, bool):
+        out = {k: v for k, v in flat.items()}
+        out["train_split"] = round(1.0 - float(val), 12)
+    return out
+
+
+def world_model_for(ctx: AgentContext, seed: int = 0) -> "WorldModel":
+    """A world model fitted on the context's trials (the best known value as baseline)."""
+    from arc_ray.world_model import WorldModel
+
+    wm = WorldModel(seed=seed)
+    return wm.fit(ctx.trials, ctx.study.search_space, ctx.study.metric, ctx.study.mode,
+                  baseline_metric=ctx.summary.best_value)
+
+
+def describe_config(flat: Mapping[str, Any], names: Sequence[str] | None = None, limit: int = 6) -> str:
+    """``lr=0.003, model=resnet18, …`` for rationales."""
+    items = [(n, flat[n]) for n in (names or list(flat)) if n in flat]
+    parts = [f"{n}={v:.3g}" if isinstance(v, float) else f"{n}={v}" for n, v in items[:limit]]
+    if len(items) > limit:
+        parts.append(f"… (+{len(items) - limit})")
+    return ", ".join(parts)

@@ -1,0 +1,164 @@
+"""The director: picks the cycle's mode (explore / exploit / recover) and splits the proposal quota."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Mapping
+
+import numpy as np
+
+from arc_ray.agents.base import Agent, AgentContext
+from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
+
+logger = logging.getLogger(__name__)
+
+# How each mode shares the proposals among the built-in proposers (renormalised over the
+# enabled ones). Explore leans on space filling; exploit on the model-based optimiser;
+# recover on the recovery proposer, which only works in that mode.
+MODE_MIX: dict[StrategyMode, dict[str, float]] = {
+    StrategyMode.EXPLORE: {"bayesian": 0.5, "explorer": 0.3, "architect": 0.2, "recovery": 0.0},
+    StrategyMode.EXPLOIT: {"bayesian": 0.7, "explorer": 0.1, "architect": 0.2, "recovery": 0.0},
+    StrategyMode.RECOVER: {"bayesian": 0.3, "explorer": 0.2, "architect": 0.0, "recovery": 0.5},
+}
+_OTHER_WEIGHT = 0.2  # share weight of a registered proposer the table above does not name
+
+
+def split_quota(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """Largest-remainder split of ``total`` proposals by ``weights`` (ties → name order)."""
+    positive = {k: w for k, w in weights.items() if w > 0}
+    if total <= 0 or not positive:
+        return {k: 0 for k in weights}
+    s = sum(positive.values())
+    exact = {k: total * w / s for k, w in positive.items()}
+    quotas = {k: int(math.floor(v)) for k, v in exact.items()}
+    left = total - sum(quotas.values())
+    for k in sorted(exact, key=lambda k: (-(exact[k] - quotas[k]), k))[:left]:
+        quotas[k] += 1
+    return {k: quotas.get(k, 0) for k in weights}
+
+
+class Director(Agent):
+    """Plans each cycle from the historian's summary and votes for proposals that fit the plan.
+
+    Rules, first match wins (thresholds are ``study.director`` settings):
+
+    1. fewer than ``explore_cycles`` cycles so far, or no history → explore;
+    2. only failures so far → recover (safer settings, baseline restarts);
+    3. stagnating (historian) → recover, unless the last
+       ``budget.max_recover_cycles_without_improvement`` cycles already were recover
+       cycles, then explore;
+    4. the last cycle improved the best by at least ``exploit_threshold`` → exploit;
+    5. otherwise explore.
+    """
+
+    name = "director"
+
+    def plan(self, summary: HistorySummary, cycle_id: int | None = None) -> Strategy:
+        """The strategy for the next cycle, with the reason in words and per-proposer quotas."""
+        s = self.study.director
+        done = summary.n_cycles
+        if done < s.explore_cycles or summary.n_trials == 0:
+            mode = StrategyMode.EXPLORE
+            reason = (f"cycle {done + 1} of the first {s.explore_cycles} exploration cycles"
+                      if summary.n_trials else "no history yet: map the space first")
+        elif summary.n_completed == 0:
+            mode = StrategyMode.RECOVER
+            reason = f"all {summary.n_failed} trials so far failed: try safer settings and the baseline"
+        elif summary.stagnating:
+            limit = self.study.budget.max_recover_cycles_without_improvement
+            recent = summary.modes[-limit:]
+            if len(recent) >= limit and all(m == StrategyMode.RECOVER.value for m in recent):
+                mode = StrategyMode.EXPLORE
+                reason = (f"stagnating, and {limit} recover cycles in a row did not help: "
+                          "explore elsewhere")
+            else:
+                mode = StrategyMode.RECOVER
+                reason = (f"stagnating: no gain ≥ {s.stagnation_threshold:g} in {summary.metric} over "
+                          f"{summary.experiments_since_improvement} experiments; recover from the best")
+        elif summary.recent_improvement is not None and summary.recent_improvement >= s.exploit_threshold:
+            mode = StrategyMode.EXPLOIT
+            reason = (f"the last cycle improved {summary.metric} by {summary.recent_improvement:.4g} "
+                      f"(≥ {s.exploit_threshold:g}): exploit around the best")
+        else:
+            mode = StrategyMode.EXPLORE
+            gain = "none" if summary.recent_improvement is None else f"{summary.recent_improvement:.4g}"
+            reason = f"recent gain {gain} is below the exploit threshold {s.exploit_threshold:g}: explore"
+        quotas = self.quotas(mode)
+        logger.info("cycle plan: %s (%s) quotas=%s", mode.value, reason, quotas)
+        return Strategy(mode=mode, reason=reason, quotas=quotas, cycle_id=cycle_id)
+
+    def quotas(self, mode: StrategyMode) -> dict[str, int]:
+        """How many proposals each enabled proposer makes in ``mode``."""
+        mix = MODE_MIX[mode]
+        enabled = self.study.proposers.enabled
+        weights = {n: mix.get(n, _OTHER_WEIGHT) for n in enabled}
+        if not any(w > 0 for w in weights.values()):  # e.g. only "recovery" enabled, explore mode
+            weights = {n: 1.0 for n in enabled}
+        return split_quota(self.study.proposers.proposals_per_cycle, weights)
+
+    def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
+        """Approve proposals that fit the cycle's mode.
+
+        explore: novelty (distance to anything already run); exploit: the critic's
+        predicted mean relative to the best (closeness to the best config when there
+        is no prediction); recover: low predicted failure risk (distance from failures).
+        """
+        if not proposals:
+            return []
+        view = ctx.history()
+        mode = ctx.strategy.mode if ctx.strategy else StrategyMode.EXPLORE
+        points = np.array([view.unit({**view.baseline_flat, **_flat(p)}) for p in proposals])
+        run = view.X
+        votes = []
+        from arc_ray.agents._history import nearest_distance
+
+        md = max(self.study.proposers.min_distance, 1e-6)
+        novelty = nearest_distance(points, run)
+        if mode == StrategyMode.EXPLORE:
+            for p, d in zip(proposals, novelty):
+                score = 1.0 if not np.isfinite(d) else float(min(1.0, 0.5 + (d - md) / (4 * md)))
+                shown = "nothing run yet" if not np.isfinite(d) else f"distance {d:.3f} to the nearest run config"
+                votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=score >= 0.5,
+                                  score=max(score, 0.0), rationale=f"explore: {shown}"))
+        elif mode == StrategyMode.EXPLOIT:
+            best = view.best_index()
+            for p, x in zip(proposals, points):
+                pred = p.predicted
+                if pred is not None and not pred.is_prior and ctx.summary.best_value is not None:
+                    gap = pred.mean - ctx.summary.best_value
+                    gap = gap if ctx.study.mode == "max" else -gap
+                    z = gap / max(pred.std, 1e-9)
+                    score = float(0.5 * (1 + math.erf(z / math.sqrt(2))))  # P(beats best) under the model
+                    why = f"exploit: P(beats best {ctx.summary.best_value:.4g}) ≈ {score:.2f}"
+                    score = max(score, 0.3)  # a long shot is still a fair exploit candidate
+                    approve = True
+                elif best is not None:
+                    d = float(np.sqrt(np.mean((x - view.X[best]) ** 2))) if len(x) else 0.0
+                    score = float(max(0.0, 1.0 - 2.0 * d))
+                    why = f"exploit: distance {d:.3f} to the best config"
+                    approve = score >= 0.5
+                else:
+                    score, why, approve = 0.5, "exploit: no best yet", True
+                votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=approve,
+                                  score=score, rationale=why))
+        else:  # recover
+            failed = view.X[view.failed] if view.n else view.X
+            d_fail = nearest_distance(points, failed)
+            for p, d in zip(proposals, d_fail):
+                pred = p.predicted
+                if pred is not None and pred.failure_probability is not None:
+                    score = 1.0 - pred.failure_probability
+                    why = f"recover: predicted P(fail) {pred.failure_probability:.2f}"
+                else:
+                    score = 1.0 if not np.isfinite(d) else float(min(1.0, d / (4 * md)))
+                    why = "recover: no failure seen" if not np.isfinite(d) else f"recover: {d:.3f} from the nearest failure"
+                votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=score >= 0.5,
+                                  score=score, rationale=why))
+        return votes
+
+
+def _flat(p: Proposal) -> dict:
+    from arc_ray.study import flatten_config
+
+    return flatten_config(p.changes)
