@@ -167,6 +167,25 @@ def check_stop(study: "StudyConfig", summary: HistorySummary,
     return None
 
 
+def limit_to_trial_budget(decisions: list[Decision], max_trials: int | None,
+                          n_trials: int) -> list[Decision]:
+    """Veto, in order, the decisions to run beyond what is left of ``max_trials``."""
+    if max_trials is None:
+        return decisions
+    left = max(max_trials - n_trials, 0)
+    out = []
+    for d in decisions:
+        if d.outcome.runs():
+            if left <= 0:
+                d = d.model_copy(update={
+                    "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
+                    "reason": f"the study's budget of {max_trials} trials is spent (was: {d.reason})"})
+            else:
+                left -= 1
+        out.append(d)
+    return out
+
+
 def results_from_history(trials: "pa.Table", cycle_id: int) -> list[TrialResult]:
     """The cycle's results as stored in the trials table (for a cycle integrated before a crash)."""
     import pyarrow.compute as pc
@@ -350,24 +369,6 @@ class Orchestrator:
         seen |= set(_ints(self._get(self.historian.trials_table.remote()), "cycle_id"))
         return max(seen) + 1 if seen else 1
 
-    def _within_trial_budget(self, decisions: list[Decision], summary: HistorySummary) -> list[Decision]:
-        """Veto approved decisions beyond what is left of ``budget.max_trials``."""
-        limit = self.study.budget.max_trials
-        if limit is None:
-            return decisions
-        left = max(limit - summary.n_trials, 0)
-        out = []
-        for d in decisions:
-            if d.outcome.runs():
-                if left <= 0:
-                    d = d.model_copy(update={
-                        "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
-                        "reason": f"the study's budget of {limit} trials is spent ({d.reason})"})
-                else:
-                    left -= 1
-            out.append(d)
-        return out
-
     # strategy of a decided cycle, kept beside the history so a resumed cycle logs its mode
     def _strategy_path(self, cycle_id: int) -> str:
         from arc_ray.study import join_storage
@@ -404,7 +405,7 @@ class Orchestrator:
         self._best = (summary.best_value, summary.best_experiment_id)
         t1 = time.perf_counter()
         decided = self.collective.decide(cycle_id, summary, trials)
-        decisions = self._within_trial_budget(list(decided.decisions), summary)
+        decisions = limit_to_trial_budget(list(decided.decisions), self.study.budget.max_trials, summary.n_trials)
         t2 = time.perf_counter()
         self._emit(cycle_id, "decided", message=_count_outcomes(decisions))
         self._save_strategy(cycle_id, decided.strategy)
@@ -711,6 +712,7 @@ __all__ = [
     "RunReport",
     "StopReason",
     "check_stop",
+    "limit_to_trial_budget",
     "recover_cycles_without_improvement",
     "results_from_history",
 ]

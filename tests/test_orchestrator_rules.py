@@ -1,0 +1,91 @@
+"""The orchestrator's pure parts: stop rules, trial budget, results read back for resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from arc_ray.orchestrator import (
+    StopReason,
+    check_stop,
+    limit_to_trial_budget,
+    recover_cycles_without_improvement,
+    results_from_history,
+)
+from arc_ray.records import Decision, DecisionOutcome, HistorySummary, JobStatus
+from test_report import seed_history
+
+
+def summary(study, **kw) -> HistorySummary:
+    return HistorySummary(study=study.name, metric=study.metric, mode=study.mode, **kw)
+
+
+def rows(*modes_and_best):
+    return [{"cycle_id": i + 1, "mode": m, "best_value": b} for i, (m, b) in enumerate(modes_and_best)]
+
+
+def test_no_stop_on_a_fresh_study(toy_study):
+    assert check_stop(toy_study, summary(toy_study), []) is None
+
+
+@pytest.mark.parametrize("mode,best,stops", [("max", 0.99, True), ("max", 0.98, False),
+                                             ("min", 0.99, True), ("min", 1.2, False)])
+def test_target_in_the_study_direction(toy_study, mode, best, stops):
+    study = toy_study.model_copy(update={"mode": mode, "target": 0.99 if mode == "max" else 1.0})
+    result = check_stop(study, summary(study, best_value=best, best_experiment_id="e1"), [])
+    assert (result is not None and result[0] == StopReason.TARGET_REACHED) == stops
+    if stops:
+        assert "e1" in result[1]
+
+
+def test_budgets(toy_study):
+    budget = toy_study.budget.model_copy(update={"max_cycles": 2, "max_trials": 10, "max_gpu_hours": 1.5})
+    study = toy_study.model_copy(update={"budget": budget})
+    assert check_stop(study, summary(study), rows(("explore", 0.1))) is None
+    assert check_stop(study, summary(study), rows(("explore", 0.1), ("explore", 0.2)))[0] == StopReason.CYCLE_BUDGET
+    assert check_stop(study, summary(study, n_trials=10), [])[0] == StopReason.TRIAL_BUDGET
+    assert check_stop(study, summary(study, n_trials=9), []) is None
+    assert check_stop(study, summary(study, gpu_hours_used=1.6), [])[0] == StopReason.GPU_BUDGET
+    # offline cycles (decisions only) do not use up the cycle budget
+    offline = [dict(r, offline=True) for r in rows(("explore", None), ("explore", None))]
+    assert check_stop(study, summary(study), offline) is None
+
+
+def test_recover_cycles_without_improvement(toy_study):
+    n = toy_study.budget.max_recover_cycles_without_improvement
+    assert n == 3
+    flat = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.5), ("recover", 0.5))
+    assert recover_cycles_without_improvement(toy_study, flat) == 3
+    assert check_stop(toy_study, summary(toy_study, best_value=0.5), flat)[0] == StopReason.NO_IMPROVEMENT
+    improved = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.6), ("recover", 0.6))
+    assert recover_cycles_without_improvement(toy_study, improved) == 1
+    broken = rows(("recover", 0.5), ("recover", 0.5), ("exploit", 0.5), ("recover", 0.5))
+    assert recover_cycles_without_improvement(toy_study, broken) == 1
+    nothing_yet = rows(("recover", None), ("recover", None), ("recover", None))
+    assert recover_cycles_without_improvement(toy_study, nothing_yet) == 3
+    study_min = toy_study.model_copy(update={"mode": "min"})
+    assert recover_cycles_without_improvement(study_min, rows(("recover", 0.5), ("recover", 0.4))) == 0
+
+
+def _decision(i, outcome=DecisionOutcome.APPROVED):
+    return Decision(experiment_id=f"e{i}", cycle_id=1, outcome=outcome, decided_by="supervisor", reason="ok")
+
+
+def test_trial_budget_vetoes_the_excess_in_rank_order():
+    ds = [_decision(0), _decision(1, DecisionOutcome.VETOED), _decision(2, DecisionOutcome.REPAIRED),
+          _decision(3)]
+    out = limit_to_trial_budget(ds, max_trials=10, n_trials=8)
+    assert [d.outcome for d in out] == [DecisionOutcome.APPROVED, DecisionOutcome.VETOED,
+                                        DecisionOutcome.REPAIRED, DecisionOutcome.VETOED]
+    assert out[3].decided_by == "budget" and "budget of 10 trials" in out[3].reason
+    assert limit_to_trial_budget(ds, None, 100) == ds
+
+
+def test_results_read_back_from_the_history(toy_study):
+    h = seed_history(toy_study, n_cycles=2, per_cycle=3, failures=1)
+    got = results_from_history(h.trials_table(), 2)
+    assert sorted(r.experiment_id for r in got) == [f"c0002-bayesian-0{i}" for i in range(3)]
+    failed = [r for r in got if r.status == JobStatus.FAILED]
+    assert len(failed) == 1 and failed[0].error_class.value == "oom"
+    ok = [r for r in got if r.status == JobStatus.COMPLETED][0]
+    assert set(ok.metrics) >= {"score", "loss"} and ok.config["x"] == pytest.approx(ok.config["x"])
+    assert results_from_history(h.trials_table(), 7) == []
