@@ -263,10 +263,11 @@ class Orchestrator:
         from arc_ray.agents import Collective
 
         self.collective = Collective(study, self.agents)
-        self.executor = executor if executor is not None else self._make_executor()
+        self._executor = executor  # made on first use: an offline study never needs one
         self.telemetry = self._make_telemetry()
         self.timings: dict[str, float] = {}  # seconds per step of the last cycle
         self._best: tuple[float | None, str | None] = (None, None)
+        self._history_counts: dict[str, int] = {}  # trials in the history by status, for telemetry
 
     # ------------------------------------------------------------- set-up
 
@@ -309,11 +310,18 @@ class Orchestrator:
                     raise
                 time.sleep(0.2)
 
+    @property
+    def executor(self) -> Any:
+        """The trial executor ``study.executor`` names (made on first use)."""
+        if self._executor is None:
+            self._executor = self._make_executor()
+        return self._executor
+
     def _make_executor(self) -> Any:
         if self.study.executor == "inprocess":
             from arc_ray.inprocess import InProcessExecutor
 
-            return InProcessExecutor(self.study)
+            return InProcessExecutor(self.study, trainable=self.trainable)
         from arc_ray.executor import TrainingExecutor
 
         return TrainingExecutor(self.study, trainable=self.trainable)
@@ -322,7 +330,7 @@ class Orchestrator:
         try:
             from arc_ray.telemetry import Telemetry
 
-            return Telemetry(self.study.name)
+            return Telemetry(self.study.name, metric=self.study.metric)
         except Exception as exc:  # metrics are a view; a study runs without them
             logger.warning("telemetry disabled: %s", exc)
             return None
@@ -332,7 +340,8 @@ class Orchestrator:
         import ray
 
         try:
-            self.executor.shutdown()
+            if self._executor is not None:
+                self._executor.shutdown()
         finally:
             if kill_actors:
                 for handle in [self.historian, *self.agents.values()]:
@@ -402,7 +411,7 @@ class Orchestrator:
         self._emit(cycle_id, "deciding")
         summary = self._get(self.historian.summary.remote())
         trials = self._get(self.historian.trials_table.remote())
-        self._best = (summary.best_value, summary.best_experiment_id)
+        self._note_history(summary)
         t1 = time.perf_counter()
         decided = self.collective.decide(cycle_id, summary, trials)
         decisions = limit_to_trial_budget(list(decided.decisions), self.study.budget.max_trials, summary.n_trials)
@@ -466,6 +475,7 @@ class Orchestrator:
         integrated = self._get(self.historian.integrated_ids.remote())
         missing = [d for d in runnable if d.experiment_id not in integrated]
         done_before = {d.experiment_id for d in runnable} - {d.experiment_id for d in missing}
+        self._note_history(self._get(self.historian.summary.remote()))
         self._emit(cycle_id, "resuming", {"total": len(runnable), "done": len(done_before)},
                    message=f"cycle {cycle_id} was interrupted: {len(done_before)} of {len(runnable)} "
                            "results already stored")
@@ -507,7 +517,7 @@ class Orchestrator:
         report.results = earlier + results
         report.integration = integration
         report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
-        self._best = (summary.best_value, summary.best_experiment_id)
+        self._note_history(summary)
         rows = [r for r in _cycle_rows(self._get(self.historian.cycles_table.remote())) if r["cycle_id"] != cid]
         rows.append({"cycle_id": cid, "mode": report.strategy.mode.value if report.strategy else None,
                      "best_value": summary.best_value, "offline": False})
@@ -534,11 +544,19 @@ class Orchestrator:
             out.append(r)
         return out
 
+    def _note_history(self, summary: HistorySummary) -> None:
+        self._best = (summary.best_value, summary.best_experiment_id)
+        other = summary.n_trials - summary.n_completed - summary.n_failed
+        self._history_counts = {"COMPLETED": summary.n_completed, "FAILED": summary.n_failed,
+                                "CANCELLED": other}
+
     def _record_telemetry(self, report: CycleReport) -> None:
         if self.telemetry is None:
             return
         try:
             self.telemetry.record_cycle(report)
+            if not report.offline:
+                self.telemetry.set_trials_by_status(self._history_counts)
         except Exception as exc:  # a metrics hiccup must not fail a cycle
             logger.warning("telemetry: %s", exc)
 
@@ -567,7 +585,7 @@ class Orchestrator:
                 step = self.poll_interval_s
                 if deadline is not None:
                     step = max(min(step, deadline - time.monotonic()), 0.0)
-                statuses.update(self.executor.wait_for_completion(left, timeout=step))
+                statuses.update(self.executor.wait_for_completion(left, timeout=step, **self._poll_kwargs()))
             for i in experiment_ids:
                 st = statuses.get(i)
                 if st is not None and st.is_terminal() and i not in reported:
@@ -578,10 +596,11 @@ class Orchestrator:
             if counts != last_counts:
                 last_counts = counts
                 if self.telemetry is not None:
-                    try:
-                        self.telemetry.set_trials_by_status(counts)
-                    except Exception as exc:
-                        logger.debug("telemetry: %s", exc)
+                    by_status = dict(self._history_counts)
+                    for i in experiment_ids:
+                        st = statuses.get(i, JobStatus.PENDING).value
+                        by_status[st] = by_status.get(st, 0) + 1
+                    self.telemetry.set_trials_by_status(by_status)
                 self._emit(cycle_id if cycle_id is not None else -1, "progress", counts)
             if len(reported) == len(experiment_ids):
                 return {i: statuses[i] for i in experiment_ids}
@@ -591,6 +610,13 @@ class Orchestrator:
                 logger.warning("timeout after %.0f s: cancelling %d trials", timeout, len(left))
                 self.executor.cancel([i for i in experiment_ids if i not in reported])
                 cancelled, deadline = True, time.monotonic() + 30
+
+    def _poll_kwargs(self) -> dict[str, Any]:
+        """Keyword that makes the executor's wait a poll (the Tune executor cancels on timeout)."""
+        import inspect
+
+        params = inspect.signature(self.executor.wait_for_completion).parameters
+        return {"cancel_on_timeout": False} if "cancel_on_timeout" in params else {}
 
     def _wait_and_collect(self, cycle_id: int, ids: list[str], timeout: float | None) -> list[TrialResult]:
         results: dict[str, TrialResult] = {}
