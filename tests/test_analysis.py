@@ -250,3 +250,39 @@ def test_schemas_unify_across_new_metrics_new_keys_and_type_changes():
     assert t.column("config.model").to_pylist() == ["a", "b", "3"]
     assert analysis.best_trial(t, "auc", "max")["experiment_id"] == "e0002"
     assert math.isclose(analysis.best_trial(t, "sensitivity", "max")["value"], 0.7)
+
+
+# ------------------------------------------------------------------------ frame
+
+
+def test_an_incremental_frame_gives_the_same_answers_as_a_fresh_one():
+    from arc_ray.historian.frame import Frame
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(60):
+        opt = ["sgd", "adam"][i % 2]
+        lr = float(10 ** rng.uniform(-4, 0))
+        failed = opt == "sgd" and lr > 0.1
+        rows.append(_result(i, None if failed else float(rng.random()), status="FAILED" if failed else "COMPLETED",
+                            error="diverged" if failed else None, cycle=i // 10, optimizer=opt, learning_rate=lr,
+                            batch_size=int(rng.choice([16, 32])), flip=bool(i % 3)))
+    chunks = [trials_to_table(rows[i:i + 7], integrated_at=1000.0 + i) for i in range(0, 60, 7)]
+    frame = Frame()
+    for c in chunks:
+        assert frame.extend(c)
+    table = concat_unified(chunks)
+    fresh = Frame.from_table(table)
+    params = ["optimizer", "learning_rate", "batch_size", "flip"]
+    for fr in (frame, fresh):
+        assert fr.n == 60 and fr.cycle_ids == set(range(6))
+    assert analysis.learn_constraints(table, frame=frame) == analysis.learn_constraints(table, frame=fresh)
+    assert analysis.learn_constraints(table, frame=frame)  # sgd above 0.1 diverged
+    assert analysis.find_patterns(table, "auc", "max", params, frame=frame) == \
+        analysis.find_patterns(table, "auc", "max", params, frame=fresh)
+    assert analysis.failures_by_class(table, frame=frame) == analysis.failures_by_class(table) != {}
+    assert frame.small_values("config.batch_size") == [16.0, 32.0] and frame.is_integer("config.batch_size")
+    assert not frame.extend(pa.table({"config.batch_size": ["big"]}))  # number → text: caller rebuilds
+    assert frame.n == 60
+    with pytest.raises(ValueError, match="rows"):
+        analysis.best_trial(table.slice(0, 10), "auc", "max", frame=frame)

@@ -263,3 +263,18 @@ def test_two_drivers_integrating_at_once_lose_no_row(toy_study, tmp_path):
     stamps = list(zip(written.column("proposer").to_pylist(), written.column("integrated_at").to_pylist()))
     a, b = ([t for p, t in stamps if p == name] for name in ("driver0", "driver50"))
     assert min(b) < max(a) and min(a) < max(b)  # the two really wrote at the same time
+
+
+def test_schema_evolves_new_metric_new_key_and_a_type_change(toy_study):
+    h = Historian(toy_study)
+    h.integrate_experiment_results([_result(0, 0.5)], 0)
+    later = _result(1, 0.6, model=3, layers=4)  # model becomes a number; a new key appears
+    later.metrics["auc"] = 0.7  # and a new metric
+    h.integrate_experiment_results([later], 1)
+    for historian in (h, Historian(toy_study)):
+        t = historian.trials_table()
+        assert t.column("config.model").to_pylist() == ["small", "3"]
+        assert t.column("config.layers").to_pylist() == [None, 4]
+        assert t.column("metric.auc").to_pylist() == [None, 0.7]
+        s = historian.summary()
+        assert s.n_trials == 2 and s.best_experiment_id == "exp-001"

@@ -8,8 +8,11 @@ are always in the study's direction: positive means better, whichever the mode.
 Order: experiments are taken in the order they were integrated (``integrated_at``,
 ties in row order), which is cycle order.
 
-Vectorised with numpy / pyarrow.compute, so a 100,000-row history summarises in a few
-tens of milliseconds.
+Every function also takes an optional ``frame``: the table's columns as numpy
+(:class:`~arc_ray.historian.frame.Frame`). Without one it is built from the table; the
+historian keeps one that grows with each batch, so its summaries of a 100,000-row
+history cost milliseconds, and the analyses of one summary share their intermediate
+results through the frame's memo.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from arc_ray.records import Constraint, ErrorClass, Pattern
+from arc_ray.historian.frame import Frame
 from arc_ray.historian.schema import CONFIG_PREFIX, METRIC_PREFIX
+from arc_ray.records import Constraint, ErrorClass, Pattern
 
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
@@ -39,38 +42,19 @@ def _sign(mode: str) -> float:
     return 1.0 if mode == "max" else -1.0
 
 
-def _floats(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric column as float64 with NaN for nulls; all-NaN when absent or not numeric."""
-    if name not in table.column_names:
-        return np.full(table.num_rows, np.nan)
-    col = table.column(name)
-    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        return np.full(table.num_rows, np.nan)
-    return pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy()
+def _frame(table: pa.Table, frame: Frame | None) -> Frame:
+    if frame is not None:
+        if frame.n != table.num_rows:
+            raise ValueError(f"frame has {frame.n} rows, the table {table.num_rows}")
+        return frame
+    return Frame.from_table(table)
 
 
-def _equals(table: pa.Table, name: str, value: str) -> np.ndarray:
-    if name not in table.column_names or table.num_rows == 0:
-        return np.zeros(table.num_rows, dtype=bool)
-    return pc.fill_null(pc.equal(table.column(name), value), False).to_numpy()
-
-
-def _codes(table: pa.Table, name: str) -> tuple[np.ndarray, list[Any]]:
-    """Category codes of a column (``-1`` for null) and the value of each code."""
-    col = table.column(name)
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_null(arr.type):
-        return np.full(len(arr), -1), []
-    enc = pc.dictionary_encode(arr)
-    codes = pc.fill_null(enc.indices, -1).to_numpy().astype(np.int64, copy=False)
-    return codes, enc.dictionary.to_pylist()
-
-
-def history_order(table: pa.Table) -> np.ndarray:
+def history_order(table: pa.Table, *, frame: Frame | None = None) -> np.ndarray:
     """Row indices in integration order (stable for rows integrated together)."""
-    t = _floats(table, "integrated_at")
+    t = _frame(table, frame).floats("integrated_at")
     if t.size < 2 or np.all(t[1:] >= t[:-1]):
-        return np.arange(table.num_rows)
+        return np.arange(t.size)
     return np.argsort(np.nan_to_num(t, nan=np.inf), kind="stable")
 
 
@@ -84,13 +68,19 @@ class Scored:
     sign: float
 
 
-def scored(table: pa.Table, metric: str, mode: str) -> Scored:
+def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None) -> Scored:
+    """The completed experiments that can rank, in history order."""
     sign = _sign(mode)
-    order = history_order(table)
-    values = _floats(table, METRIC_PREFIX + metric)[order]
-    keep = _equals(table, "status", COMPLETED)[order] & np.isfinite(values)
-    rows, values = order[keep], values[keep]
-    return Scored(rows, values, sign * values, sign)
+    fr = _frame(table, frame)
+
+    def compute() -> Scored:
+        order = history_order(table, frame=fr)
+        values = fr.floats(METRIC_PREFIX + metric)[order]
+        keep = fr.equals("status", COMPLETED)[order] & np.isfinite(values)
+        rows, vals = order[keep], values[keep]
+        return Scored(rows, vals, sign * vals, sign)
+
+    return fr.memo(("scored", metric, mode), compute)
 
 
 def _row(table: pa.Table, i: int) -> dict[str, Any]:
@@ -100,14 +90,15 @@ def _row(table: pa.Table, i: int) -> dict[str, Any]:
 # --------------------------------------------------------------------- best
 
 
-def best_trial(table: pa.Table, metric: str, mode: str) -> dict[str, Any] | None:
+def best_trial(table: pa.Table, metric: str, mode: str, *,
+               frame: Frame | None = None) -> dict[str, Any] | None:
     """The best completed experiment (earliest on ties) or ``None``.
 
     Returns:
         ``{"experiment_id", "cycle_id", "value", "config", "metrics"}``; ``config`` is the
         nested config, ``metrics`` every finite final metric of that trial.
     """
-    sc = scored(table, metric, mode)
+    sc = scored(table, metric, mode, frame=frame)
     if sc.rows.size == 0:
         return None
     row = _row(table, sc.rows[int(np.argmax(sc.scores))])
@@ -118,23 +109,25 @@ def best_trial(table: pa.Table, metric: str, mode: str) -> dict[str, Any] | None
             "value": metrics[metric], "config": config, "metrics": metrics}
 
 
-def best_metrics(table: pa.Table, metric: str, mode: str) -> dict[str, float]:
+def best_metrics(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None) -> dict[str, float]:
     """Every final metric of the best experiment; empty when none completed."""
-    best = best_trial(table, metric, mode)
+    best = best_trial(table, metric, mode, frame=frame)
     return best["metrics"] if best else {}
 
 
 # -------------------------------------------------------------- trajectories
 
 
-def cycle_summaries(table: pa.Table, metric: str, mode: str) -> list[dict[str, Any]]:
+def cycle_summaries(table: pa.Table, metric: str, mode: str, *,
+                    frame: Frame | None = None) -> list[dict[str, Any]]:
     """One dict per cycle, in cycle order: counts, the cycle's best, the best so far, and
     whether the cycle improved on every earlier one."""
     if table.num_rows == 0:
         return []
-    sc = scored(table, metric, mode)
-    cycles = _floats(table, "cycle_id")
-    completed, failed = _equals(table, "status", COMPLETED), _equals(table, "status", FAILED)
+    fr = _frame(table, frame)
+    sc = scored(table, metric, mode, frame=fr)
+    cycles = fr.floats("cycle_id")
+    completed, failed = fr.equals("status", COMPLETED), fr.equals("status", FAILED)
     score_of = np.full(table.num_rows, -np.inf)
     score_of[sc.rows] = sc.scores
     ids = table.column("experiment_id")
@@ -157,13 +150,22 @@ def cycle_summaries(table: pa.Table, metric: str, mode: str) -> list[dict[str, A
     return out
 
 
-def recent_experiments(table: pa.Table, n: int = 10) -> pa.Table:
+def recent_experiments(table: pa.Table, n: int = 10, *, frame: Frame | None = None) -> pa.Table:
     """The last ``n`` experiments integrated, oldest first."""
-    order = history_order(table)
+    order = history_order(table, frame=frame)
     return table.take(pa.array(order[-n:] if n > 0 else order[:0], pa.int64()))
 
 
-def _trend(sc: Scored, metric: str, mode: str, window: int) -> dict[str, Any]:
+def performance_trend(table: pa.Table, metric: str, mode: str, window: int = 10, *,
+                      frame: Frame | None = None) -> dict[str, Any]:
+    """Least-squares slope of the metric over the last ``window`` completed experiments.
+
+    Returns:
+        dict with ``slope`` (metric units per experiment), ``trend`` (the slope in the
+        study's direction: > 0 is improving), ``status`` (improving / declining / flat /
+        insufficient_data), ``values``, ``mean``, ``best``, ``last``, ``n``.
+    """
+    sc = scored(table, metric, mode, frame=frame)
     values = sc.values[-window:] if window > 0 else sc.values[:0]
     out: dict[str, Any] = {"metric": metric, "mode": mode, "window": window, "n": int(values.size),
                            "values": values.tolist(), "slope": None, "trend": None,
@@ -179,17 +181,6 @@ def _trend(sc: Scored, metric: str, mode: str, window: int) -> dict[str, Any]:
     return out
 
 
-def performance_trend(table: pa.Table, metric: str, mode: str, window: int = 10) -> dict[str, Any]:
-    """Least-squares slope of the metric over the last ``window`` completed experiments.
-
-    Returns:
-        dict with ``slope`` (metric units per experiment), ``trend`` (the slope in the
-        study's direction: > 0 is improving), ``status`` (improving / declining / flat /
-        insufficient_data), ``values``, ``mean``, ``best``, ``last``, ``n``.
-    """
-    return _trend(scored(table, metric, mode), metric, mode, window)
-
-
 @dataclass(frozen=True)
 class Stagnation:
     """Whether the search has stalled, and the evidence."""
@@ -201,8 +192,13 @@ class Stagnation:
     threshold: float
 
 
-def _stagnation(sc: Scored, threshold: float, window: int) -> Stagnation:
-    s, n = sc.scores, sc.scores.size
+def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window: int, *,
+               frame: Frame | None = None) -> Stagnation:
+    """Stagnating: the best of the last ``window`` completed experiments beats the best
+    before them by less than ``threshold`` (in the study's direction). Needs more than
+    ``window`` completed experiments; fewer is never stagnation."""
+    s = scored(table, metric, mode, frame=frame).scores
+    n = s.size
     since = 0
     if n:
         prev = np.concatenate([[-np.inf], np.maximum.accumulate(s)[:-1]])
@@ -213,40 +209,38 @@ def _stagnation(sc: Scored, threshold: float, window: int) -> Stagnation:
     return Stagnation(gain < threshold, since, gain, window, threshold)
 
 
-def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window: int) -> Stagnation:
-    """Stagnating: the best of the last ``window`` completed experiments beats the best
-    before them by less than ``threshold`` (in the study's direction). Needs more than
-    ``window`` completed experiments; fewer is never stagnation."""
-    return _stagnation(scored(table, metric, mode), threshold, window)
-
-
-def recent_improvement(table: pa.Table, metric: str, mode: str) -> float | None:
+def recent_improvement(table: pa.Table, metric: str, mode: str, *,
+                       frame: Frame | None = None) -> float | None:
     """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best."""
-    sc = scored(table, metric, mode)
-    cycles = _floats(table, "cycle_id")
+    fr = _frame(table, frame)
+    sc = scored(table, metric, mode, frame=fr)
+    cycles = fr.floats("cycle_id")
     if sc.rows.size == 0 or not np.isfinite(cycles).any():
         return None
     last = np.nanmax(cycles)
-    mine = cycles[sc.rows]
-    before = sc.scores[mine < last]
+    before = sc.scores[cycles[sc.rows] < last]
     if before.size == 0:
         return None
     return float(max(sc.scores.max() - before.max(), 0.0))
 
 
-def failures_by_class(table: pa.Table) -> dict[str, int]:
-    """Failed experiments counted by error class."""
-    failed = table.filter(pa.array(_equals(table, "status", FAILED)))
-    if failed.num_rows == 0 or "error_class" not in failed.column_names:
-        return {}
-    counts = pc.value_counts(pc.fill_null(failed.column("error_class"), "unknown"))
-    return {d["values"]: int(d["counts"]) for d in counts.to_pylist()}
+def failures_by_class(table: pa.Table, *, frame: Frame | None = None) -> dict[str, int]:
+    """Failed experiments counted by error class (``unknown`` when none was given)."""
+    fr = _frame(table, frame)
+    failed = fr.equals("status", FAILED)
+    codes, values = fr.codes("error_class")
+    counts = np.bincount(codes[failed] + 1, minlength=len(values) + 1)
+    out = {v: int(c) for v, c in zip(values, counts[1:]) if c}
+    if counts[0]:
+        out["unknown"] = int(counts[0])
+    return out
 
 
-def resource_usage(table: pa.Table) -> tuple[float, float | None]:
+def resource_usage(table: pa.Table, *, frame: Frame | None = None) -> tuple[float, float | None]:
     """``(gpu_hours_used, mean_trial_duration_s)`` over every stored trial."""
-    dur = _floats(table, "duration_s")
-    gpu = np.nan_to_num(_floats(table, "resources_gpu"))
+    fr = _frame(table, frame)
+    dur = fr.floats("duration_s")
+    gpu = np.nan_to_num(fr.floats("resources_gpu"))
     finite = np.isfinite(dur)
     hours = float((dur[finite] * gpu[finite]).sum() / 3600.0)
     return hours, float(dur[finite].mean()) if finite.any() else None
@@ -257,19 +251,22 @@ def resource_usage(table: pa.Table) -> tuple[float, float | None]:
 
 def find_patterns(table: pa.Table, metric: str, mode: str, params: Sequence[str] | None = None, *,
                   top_fraction: float = 0.25, min_rows: int = 8, min_support: int = 2,
-                  min_lift: float = 1.2, max_patterns: int = 10) -> list[Pattern]:
+                  min_lift: float = 1.2, max_patterns: int = 10,
+                  frame: Frame | None = None) -> list[Pattern]:
     """Parameter values over-represented among the best completed experiments.
 
     The top ``top_fraction`` of completed experiments by the metric is compared with
     all completed ones. Categorical, bool and numeric parameters with at most 8
     distinct values are counted by value; other numeric parameters are binned at the
-    quartiles of the completed values and reported as ``[low, high]`` (low inclusive).
+    quartiles of the completed values and reported as ``[low, high]`` (low inclusive;
+    with a kept frame the quartiles are refreshed each time the history grows 10%).
 
     Returns:
         patterns with ``support`` (top experiments having the value) ≥ ``min_support``
         and ``lift`` (top share / overall share) ≥ ``min_lift``, highest lift first.
     """
-    sc = scored(table, metric, mode)
+    fr = _frame(table, frame)
+    sc = scored(table, metric, mode, frame=fr)
     n = sc.rows.size
     if n < min_rows:
         return []
@@ -278,22 +275,29 @@ def find_patterns(table: pa.Table, metric: str, mode: str, params: Sequence[str]
     is_top[np.argpartition(-sc.scores, k - 1)[:k]] = True
     names = [CONFIG_PREFIX + p for p in params] if params is not None else [
         c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
-    names = [c for c in names if c in table.column_names]
-    sub = table.select(names).take(pa.array(sc.rows, pa.int64()))
     found: list[Pattern] = []
     for col_name in names:
-        col = sub.column(col_name)
-        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-        if numeric and pc.count_distinct(col).as_py() > 8:
-            x = pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy()
-            fin = np.isfinite(x)
-            edges = np.unique(np.quantile(x[fin], [0.25, 0.5, 0.75]))
-            codes = np.where(fin, np.searchsorted(edges, x, side="right"), -1)
-            lo = [float(x[fin].min()), *edges.tolist()]
-            hi = [*edges.tolist(), float(x[fin].max())]
-            labels: list[Any] = [[a, b] for a, b in zip(lo, hi)]
+        if not fr.has(col_name):
+            continue
+        labels: list[Any]
+        if fr.is_numeric(col_name):
+            small = fr.small_values(col_name)
+            x = fr.floats(col_name)
+            if small is None:
+                codes_all, edges = fr.quartile_bins(col_name, sc.rows, key=(metric, mode))
+                vals = x[sc.rows]
+                fin = vals[np.isfinite(vals)]
+                if fin.size == 0:
+                    continue
+                lo, hi = [float(fin.min()), *edges.tolist()], [*edges.tolist(), float(fin.max())]
+                labels = [[a, b] for a, b in zip(lo, hi)]
+            else:
+                grid = np.asarray(small, dtype=float)
+                codes_all = np.where(np.isfinite(x), np.searchsorted(grid, x), -1)
+                labels = [int(v) if fr.is_integer(col_name) else float(v) for v in small]
         else:
-            codes, labels = _codes(sub, col_name)
+            codes_all, labels = fr.codes(col_name)
+        codes = codes_all[sc.rows]
         valid = codes >= 0
         if len(labels) < 2 or not valid.any():
             continue
@@ -338,14 +342,9 @@ _WHAT = {ErrorClass.DIVERGED: "diverged", ErrorClass.OOM: "ran out of memory",
          ErrorClass.TIMEOUT: "timed out"}
 
 
-def _numeric_column(table: pa.Table, name: str) -> bool:
-    col = CONFIG_PREFIX + name
-    return col in table.column_names and (
-        pa.types.is_integer(table.schema.field(col).type) or pa.types.is_floating(table.schema.field(col).type))
-
-
 def learn_constraints(table: pa.Table, rules: Sequence[ConstraintRule] = DEFAULT_RULES, *,
-                      min_failures: int = 2, cycle_id: int | None = None) -> list[Constraint]:
+                      min_failures: int = 2, cycle_id: int | None = None,
+                      frame: Frame | None = None) -> list[Constraint]:
     """Forbidden regions learned from failures, by error class.
 
     For each rule and each value of its ``group_by`` parameter (e.g. each optimizer),
@@ -356,25 +355,30 @@ def learn_constraints(table: pa.Table, rules: Sequence[ConstraintRule] = DEFAULT
     """
     if table.num_rows == 0:
         return []
-    completed = _equals(table, "status", COMPLETED)
-    failed = _equals(table, "status", FAILED)
+    fr = _frame(table, frame)
+    completed = fr.equals("status", COMPLETED)
+    failed = fr.equals("status", FAILED)
     out: list[Constraint] = []
     for rule in rules:
         params = next((p for p in (rule.parameters, *rule.alternatives)
-                       if all(_numeric_column(table, x) for x in p)), None)
-        cls_mask = failed & _equals(table, "error_class", rule.error_class.value)
+                       if all(fr.is_numeric(CONFIG_PREFIX + x) for x in p)), None)
+        cls_mask = failed & fr.equals("error_class", rule.error_class.value)
         if params is None or cls_mask.sum() < min_failures:
             continue
-        q = np.ones(table.num_rows)
+        q = np.ones(fr.n)
         for p in params:
-            q = q * _floats(table, CONFIG_PREFIX + p)
+            q = q * fr.floats(CONFIG_PREFIX + p)
         ok = np.isfinite(q)
         group_col = CONFIG_PREFIX + rule.group_by if rule.group_by else None
-        if group_col and group_col in table.column_names:
-            codes, values = _codes(table, group_col)
+        if group_col and fr.has(group_col) and not fr.is_numeric(group_col):
+            codes, values = fr.codes(group_col)
             groups = [(codes == j, {rule.group_by: v}) for j, v in enumerate(values)]
+        elif group_col and fr.is_numeric(group_col):
+            x = fr.floats(group_col)
+            groups = [(x == v, {rule.group_by: int(v) if fr.is_integer(group_col) else v})
+                      for v in np.unique(x[cls_mask & np.isfinite(x)])]
         else:
-            groups = [(np.ones(table.num_rows, dtype=bool), {})]
+            groups = [(np.ones(fr.n, dtype=bool), {})]
         for in_group, when in groups:
             fails = q[cls_mask & in_group & ok]
             if fails.size < min_failures:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from arc_ray.errors import HistoryError
 from arc_ray.historian import analysis
+from arc_ray.historian.frame import Frame
 from arc_ray.historian.schema import (
     constraints_to_table,
     cycle_to_table,
@@ -77,7 +78,9 @@ class Historian:
         self._store.check_writable()
         for table in TABLES:
             self._store.finish_interrupted(table)
-        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t]) for t in TABLES}
+        self._frame = Frame()
+        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t],
+                                on_rows=self._on_trial_rows if t == "trials" else None) for t in TABLES}
         self._trials, self._decisions = views["trials"], views["decisions"]
         self._cycles, self._constraints = views["cycles"], views["constraints"]
         self._cache: dict[str, Any] = {}
@@ -191,18 +194,15 @@ class Historian:
             self._cycles.refresh()
             a = self._analysis()
             best, stag, trend = a["best"], a["stagnation"], a["trend"]
-            s = self.study
-            trials, cycles = self._trials.table, self._cycles.table
-            n = trials.num_rows
-            status = trials.column("status") if n else None
-            cycle_ids: set[int] = set()
-            for t in (trials, cycles):
-                if t.num_rows:
-                    cycle_ids |= set(pc.unique(t.column("cycle_id")).drop_null().to_pylist())
+            s, fr = self.study, self._frame
+            cycles = self._cycles.table
+            cycle_ids = set(fr.cycle_ids)
+            if cycles.num_rows:
+                cycle_ids |= set(cycles.column("cycle_id").drop_null().to_pylist())
             return HistorySummary(
-                study=s.name, metric=s.metric, mode=s.mode, n_trials=n,
-                n_completed=int(pc.sum(pc.equal(status, "COMPLETED")).as_py() or 0) if n else 0,
-                n_failed=int(pc.sum(pc.equal(status, "FAILED")).as_py() or 0) if n else 0,
+                study=s.name, metric=s.metric, mode=s.mode, n_trials=fr.n,
+                n_completed=int(fr.equals("status", "COMPLETED").sum()),
+                n_failed=int(fr.equals("status", "FAILED").sum()),
                 n_cycles=len(cycle_ids), last_cycle=max(cycle_ids) if cycle_ids else None,
                 best_value=best["value"] if best else None,
                 best_experiment_id=best["experiment_id"] if best else None,
@@ -212,9 +212,8 @@ class Historian:
                 stagnating=stag.stagnating,
                 experiments_since_improvement=stag.experiments_since_improvement,
                 constraints=a["constraints"], patterns=a["patterns"],
-                failures_by_class=analysis.failures_by_class(trials),
-                modes=self._modes(), gpu_hours_used=a["resources"][0],
-                mean_trial_duration_s=a["resources"][1])
+                failures_by_class=a["failures"], modes=self._modes(),
+                gpu_hours_used=a["resources"][0], mean_trial_duration_s=a["resources"][1])
 
     def detect_stagnation(self, metric: str | None = None, threshold: float | None = None,
                           window: int | None = None) -> bool:
@@ -225,7 +224,7 @@ class Historian:
             return analysis.stagnation(
                 self._trials.table, metric or self.study.metric, self.study.mode,
                 d.stagnation_threshold if threshold is None else threshold,
-                d.stagnation_window if window is None else window).stagnating
+                d.stagnation_window if window is None else window, frame=self._frame).stagnating
 
     def get_performance_trend(self, metric: str | None = None, window: int = 10,
                               mode: str | None = None) -> dict[str, Any]:
@@ -233,7 +232,7 @@ class Historian:
         (see :func:`analysis.performance_trend`)."""
         with self._lock:
             return analysis.performance_trend(self._trials.table, metric or self.study.metric,
-                                              mode or self.study.mode, window)
+                                              mode or self.study.mode, window, frame=self._frame)
 
     def learned_constraints(self) -> list[Constraint]:
         """Constraints learned from the failures so far."""
@@ -276,6 +275,13 @@ class Historian:
 
     # ---------------------------------------------------------------- internals
 
+    def _on_trial_rows(self, view: DatasetView, chunk: pa.Table | None) -> None:
+        """Keep the numpy frame aligned with the trials view, one chunk at a time."""
+        if chunk is None:
+            self._frame = Frame()
+        elif not self._frame.extend(chunk):  # a column changed type: rebuild from the unified table
+            self._frame = Frame.from_table(view.table)
+
     def _views(self) -> list[DatasetView]:
         return [self._trials, self._decisions, self._cycles, self._constraints]
 
@@ -284,26 +290,23 @@ class Historian:
         key = (id(self._trials), self._trials.version)
         if self._cache_key == key:
             return self._cache
-        s, t = self.study, self._trials.table
+        s, t, fr = self.study, self._trials.table, self._frame
+        d = s.director
         self._cache = {
-            "best": analysis.best_trial(t, s.metric, s.mode) if t.num_rows else None,
-            "trend": analysis.performance_trend(t, s.metric, s.mode, s.director.stagnation_window)
-            if t.num_rows else {"trend": None},
-            "stagnation": analysis.stagnation(t, s.metric, s.mode, s.director.stagnation_threshold,
-                                              s.director.stagnation_window)
-            if t.num_rows else analysis.Stagnation(False, 0, None, 0, 0.0),
-            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode) if t.num_rows else None,
-            "patterns": analysis.find_patterns(t, s.metric, s.mode, s.search_space.names),
-            "constraints": analysis.learn_constraints(t, min_failures=self.min_failures,
-                                                      cycle_id=self._last_cycle(t)),
-            "resources": analysis.resource_usage(t) if t.num_rows else (0.0, None),
+            "best": analysis.best_trial(t, s.metric, s.mode, frame=fr),
+            "trend": analysis.performance_trend(t, s.metric, s.mode, d.stagnation_window, frame=fr),
+            "stagnation": analysis.stagnation(t, s.metric, s.mode, d.stagnation_threshold,
+                                              d.stagnation_window, frame=fr),
+            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr),
+            "patterns": analysis.find_patterns(t, s.metric, s.mode, s.search_space.names, frame=fr),
+            "constraints": analysis.learn_constraints(
+                t, min_failures=self.min_failures,
+                cycle_id=max(fr.cycle_ids) if fr.cycle_ids else None, frame=fr),
+            "failures": analysis.failures_by_class(t, frame=fr),
+            "resources": analysis.resource_usage(t, frame=fr),
         }
         self._cache_key = key
         return self._cache
-
-    @staticmethod
-    def _last_cycle(t: pa.Table) -> int | None:
-        return pc.max(t.column("cycle_id")).as_py() if t.num_rows else None
 
     def _modes(self) -> list[str]:
         t = self._cycles.table

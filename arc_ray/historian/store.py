@@ -34,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -267,11 +267,26 @@ class ParquetStore:
     # -------------------------------------------------------------- compaction
 
     def finish_interrupted(self, table: str) -> int:
-        """Delete parts that a present merged file already replaces (a crashed compaction)."""
-        snap = self.snapshot(table)
-        for name in sorted(snap.replaced):
+        """Delete parts that a present merged file already replaces (a crashed compaction).
+
+        Reads only the files' footers, so it is cheap at start-up.
+        """
+        names = [n for n, _ in self.list_files(table)]
+        replaced: set[str] = set()
+        for name in names:
+            replaced |= self._replaces_of(table, name)
+        gone = sorted(replaced & set(names))
+        for name in gone:
             self._delete(table, name)
-        return len(snap.replaced)
+        return len(gone)
+
+    def _replaces_of(self, table: str, name: str) -> frozenset[str]:
+        try:
+            with self.fs.open_input_file(self.path(table, name)) as f:
+                meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+        except (OSError, pa.ArrowException):
+            return frozenset()  # vanished or corrupt: the full read reports it
+        return frozenset(json.loads(meta[REPLACES_KEY])) if REPLACES_KEY in meta else frozenset()
 
     def compact(self, table: str, *, min_files: int = 2,
                 max_file_bytes: int = 64 << 20) -> tuple[str, list[str]] | None:
@@ -324,8 +339,12 @@ class DatasetView:
     """
 
     def __init__(self, store: ParquetStore, table: str, key: Sequence[str],
-                 keep: Literal["first", "last"] = "first") -> None:
+                 keep: Literal["first", "last"] = "first", *,
+                 on_rows: Callable[["DatasetView", pa.Table | None], None] | None = None) -> None:
         self.store, self.name, self.key, self.keep = store, table, tuple(key), keep
+        # Told of every chunk of rows added, in table order, and (with None) of every
+        # rebuild, so derived views (the historian's numpy frame) stay aligned.
+        self._on_rows = on_rows
         self.version = 0
         self.corrupt: set[str] = set()
         self._chunks: list[pa.Table] = []
@@ -369,6 +388,7 @@ class DatasetView:
         self._loaded = {f.name for f in snap.files}
         self._ignored = snap.replaced | snap.corrupt
         self.corrupt = set(snap.corrupt)
+        self._notify(None)
         self._add([f.table for f in snap.files])
         self.version += 1
 
@@ -443,10 +463,16 @@ class DatasetView:
             if not any(mask):
                 continue
             self._keys |= {k for k, ok in zip(keys, mask) if ok and k is not None}
-            self._chunks.append(t if all(mask) else t.filter(pa.array(mask)))
+            chunk = t if all(mask) else t.filter(pa.array(mask))
+            self._chunks.append(chunk)
             self._table = None
+            self._notify(chunk)
             added = True
         return added
+
+    def _notify(self, chunk: pa.Table | None) -> None:
+        if self._on_rows is not None:
+            self._on_rows(self, chunk)
 
     def _dedup_last(self) -> None:
         table = self.table
@@ -461,6 +487,8 @@ class DatasetView:
         if len(last) + len(keep) < len(keys):
             table = table.take(pa.array(sorted(keep + list(last.values())), pa.int64()))
         self._chunks, self._table, self._keys = [table], table, set(last)
+        self._notify(None)
+        self._notify(table)
 
 
 def read_table(study_dir: str, table: str = "trials") -> pa.Table:
