@@ -281,6 +281,8 @@ def _binary_labels(names: Sequence[str], positive_class: str, source: str) -> np
     classes = sorted(set(names))
     if set(classes) <= {"0", "1"} or set(classes) <= {"true", "false"}:
         return np.array([n in ("1", "true") for n in names], dtype=np.int64)
+    if len(classes) == 1:
+        raise DataError(f"{source}: only one class present ({classes[0]!r}, {len(names)} images); need both classes")
     if len(classes) > 2:
         raise DataError(f"{source} has {len(classes)} classes {classes}; binary classification needs 2")
     if positive_class not in classes:

@@ -114,10 +114,17 @@ def _make_cached(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     p = fundus_parameters(n, seed)
     noise_gen = torch.Generator().manual_seed(seed)
     out = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        chunk = {k: torch.as_tensor(v[start:stop], dtype=torch.float32) for k, v in p.items()}
-        out[start:stop] = _draw(chunk, size, noise_gen)
+    # One thread: each op touches at most a few million floats, where OpenMP's fork/join
+    # costs more than it saves and stalls badly on a busy machine (measured 3-10x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, n, _CHUNK):
+            stop = min(n, start + _CHUNK)
+            chunk = {k: torch.as_tensor(v[start:stop], dtype=torch.float32) for k, v in p.items()}
+            out[start:stop] = _draw(chunk, size, noise_gen)
+    finally:
+        torch.set_num_threads(threads)
     return out, torch.as_tensor(p["label"], dtype=torch.int64)
 
 

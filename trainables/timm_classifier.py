@@ -8,9 +8,10 @@ Tune too (tests, benchmarks, the smoke test), reporting through any callable.
 
 Every epoch reports ``auc``, ``sensitivity`` and ``specificity`` at the Youden
 threshold (also reported as ``threshold``), ``val_loss``, ``train_loss``, ``epoch``,
-``samples_per_s`` (training images per second of training-loop time), ``lr`` and
-``skipped_images``. Metrics come from scikit-learn. On a CUDA device the loop uses
-bf16 autocast and channels_last; on a CPU it uses as many threads as Ray assigned CPUs.
+``samples_per_s`` (training images per second of training-loop time), ``lr``,
+``skipped_images`` and ``threads`` (torch CPU threads). Metrics come from
+scikit-learn. On a CUDA device the loop uses bf16 autocast and channels_last; on a
+CPU it uses as many threads as Ray assigned CPUs.
 
 Failures are typed so the executor can learn from them: a NaN/inf loss raises
 :class:`~arc_ray.errors.TrainingDivergedError` (epoch, step), running out of memory
@@ -265,6 +266,7 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
                 epoch=epoch + 1, train_loss=float(torch.stack(losses).float().mean()) if losses else math.nan,
                 samples_per_s=seen / train_time if train_time > 0 else 0.0, lr=lr,
                 skipped_images=data.skipped_images, train_samples=len(data.train), val_samples=len(data.val),
+                threads=torch.get_num_threads(),
                 epoch_time_s=time.perf_counter() - start)
             logger.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
