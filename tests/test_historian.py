@@ -278,3 +278,16 @@ def test_schema_evolves_new_metric_new_key_and_a_type_change(toy_study):
         assert t.column("metric.auc").to_pylist() == [None, 0.7]
         s = historian.summary()
         assert s.n_trials == 2 and s.best_experiment_id == "exp-001"
+
+
+def test_an_empty_history_has_typed_empty_tables_and_a_plain_summary(toy_study):
+    h = Historian(toy_study)
+    assert h.trials_table().num_rows == 0 and "status" in h.trials_table().column_names
+    assert h.cycles_table().schema.field("cycle_id").type == "int64"
+    assert h.decisions_table().num_rows == 0 and h.decisions_for_cycle(0) == []
+    s = h.summary()
+    assert (s.n_trials, s.best_value, s.trend, s.stagnating, s.constraints, s.patterns, s.modes) == \
+        (0, None, None, False, [], [], [])
+    assert h.get_performance_trend()["status"] == "insufficient_data" and not h.detect_stagnation()
+    assert h.learned_constraints() == [] and h.integrated_ids() == set()
+    assert h.compact() == {"trials": 0, "decisions": 0, "cycles": 0, "constraints": 0}

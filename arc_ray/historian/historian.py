@@ -29,6 +29,10 @@ from arc_ray.errors import HistoryError
 from arc_ray.historian import analysis
 from arc_ray.historian.frame import Frame
 from arc_ray.historian.schema import (
+    CONSTRAINTS_SCHEMA,
+    CYCLES_SCHEMA,
+    DECISIONS_SCHEMA,
+    TRIALS_BASE_SCHEMA,
     constraints_to_table,
     cycle_to_table,
     decisions_to_table,
@@ -79,7 +83,9 @@ class Historian:
         for table in TABLES:
             self._store.finish_interrupted(table)
         self._frame = Frame()
-        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t],
+        empty = {"trials": TRIALS_BASE_SCHEMA, "decisions": DECISIONS_SCHEMA, "cycles": CYCLES_SCHEMA,
+                 "constraints": CONSTRAINTS_SCHEMA}
+        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t], empty_schema=empty[t],
                                 on_rows=self._on_trial_rows if t == "trials" else None) for t in TABLES}
         self._trials, self._decisions = views["trials"], views["decisions"]
         self._cycles, self._constraints = views["cycles"], views["constraints"]

@@ -49,6 +49,17 @@ from arc_ray.study import flatten_config
 CONFIG_PREFIX = "config."
 METRIC_PREFIX = "metric."
 
+# The trials columns every row has (config.* and metric.* come with the trials).
+TRIALS_BASE_SCHEMA = pa.schema([
+    ("experiment_id", pa.string()), ("cycle_id", pa.int64()), ("status", pa.string()),
+    ("proposer", pa.string()), ("proposal_type", pa.string()), ("risk_level", pa.string()),
+    ("config_json", pa.string()), ("best_metrics_json", pa.string()), ("duration_s", pa.float64()),
+    ("error_class", pa.string()), ("error_message", pa.string()), ("node_ip", pa.string()),
+    ("resources_cpu", pa.float64()), ("resources_gpu", pa.float64()), ("stopped_early", pa.bool_()),
+    ("iterations", pa.int64()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
+    ("integrated_at", pa.float64()),
+])
+
 DECISIONS_SCHEMA = pa.schema([
     ("experiment_id", pa.string()), ("cycle_id", pa.int64()), ("outcome", pa.string()),
     ("decided_by", pa.string()), ("reason", pa.string()), ("proposer", pa.string()),
@@ -243,6 +254,7 @@ def constraints_to_table(constraints: Sequence[Constraint], *, active: bool,
 
 __all__ = [
     "CONFIG_PREFIX", "CONSTRAINTS_SCHEMA", "CYCLES_SCHEMA", "DECISIONS_SCHEMA", "METRIC_PREFIX",
+    "TRIALS_BASE_SCHEMA",
     "constraints_to_table", "cycle_to_table", "decisions_to_table", "trials_to_table",
     "typed_column",
 ]

@@ -56,7 +56,7 @@ TABLE_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
 REPLACES_KEY = b"arc.replaces"
 _PREFIX = "part-"
 _SUFFIX = ".parquet"
-_READ_RETRIES = 5
+_READ_RETRIES = 100  # each retry reads only files new since the last listing
 
 
 def resolve_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
@@ -240,21 +240,25 @@ class ParquetStore:
         return PartFile(name, data.replace_schema_metadata(None), replaces, size)
 
     def snapshot(self, table: str, names: Iterable[str] | None = None) -> Snapshot:
-        """Read every live file of ``table`` (or just ``names``), re-listing if one vanishes."""
+        """Read every live file of ``table`` (or just ``names``).
+
+        A file that vanishes mid-read was merged by a compaction whose merged file is
+        already in place, so the folder is listed again and only the new names are read
+        (files never change once written, so what was read stays valid).
+        """
+        read: dict[str, PartFile | None] = {}
         for _ in range(_READ_RETRIES):
             listed = [n for n, _ in self.list_files(table)] if names is None else list(names)
-            files, corrupt = [], set()
             try:
                 for n in listed:
-                    part = self.read_file(table, n)
-                    if part is None:
-                        corrupt.add(n)
-                    else:
-                        files.append(part)
+                    if n not in read:
+                        read[n] = self.read_file(table, n)
             except FileNotFoundError:
                 if names is not None:
                     raise
-                continue  # a compaction ran meanwhile: its merged file is in the next listing
+                continue
+            files = [read[n] for n in listed if read[n] is not None]
+            corrupt = {n for n in listed if read[n] is None}
             replaced = set().union(*(f.replaces for f in files)) if files else set()
             live = [f for f in files if f.name not in replaced]
             return Snapshot(live, replaced & set(listed), corrupt)
@@ -340,8 +344,10 @@ class DatasetView:
 
     def __init__(self, store: ParquetStore, table: str, key: Sequence[str],
                  keep: Literal["first", "last"] = "first", *,
-                 on_rows: Callable[["DatasetView", pa.Table | None], None] | None = None) -> None:
+                 on_rows: Callable[["DatasetView", pa.Table | None], None] | None = None,
+                 empty_schema: pa.Schema | None = None) -> None:
         self.store, self.name, self.key, self.keep = store, table, tuple(key), keep
+        self.empty_schema = empty_schema  # what ``table`` is before any row exists
         # Told of every chunk of rows added, in table order, and (with None) of every
         # rebuild, so derived views (the historian's numpy frame) stay aligned.
         self._on_rows = on_rows
@@ -364,6 +370,8 @@ class DatasetView:
             if combined.num_columns and combined.column(0).num_chunks > 64:
                 combined = combined.combine_chunks()
             self._chunks = [combined] if combined.num_columns else []
+            if not self._chunks and self.empty_schema is not None:
+                combined = self.empty_schema.empty_table()
             self._table = combined
         return self._table
 
