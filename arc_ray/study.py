@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
@@ -448,9 +449,11 @@ class StudyConfig(BaseModel):
                     data[key] = _resolve_paths(data[key], ref_path.parent, data.get("path_keys", ["data_dir"]))
             elif key == "baseline" and isinstance(ref, Mapping):
                 data[key] = _resolve_paths(dict(ref), base, data.get("path_keys", ["data_dir"]))
-        storage = data.get("storage", "history")
+        # ARC_STORAGE, the shared root a cluster sets on its nodes (cluster.yaml), wins.
+        storage = os.environ.get("ARC_STORAGE") or data.get("storage", "history")
         if isinstance(storage, str) and "://" not in storage:
-            data["storage"] = str((base / storage).resolve())
+            storage = str((base / storage).resolve())
+        data["storage"] = storage
         if violations:
             raise ConfigValidationError(violations, source=source)
         data["source_path"] = str(path.resolve())
