@@ -8,11 +8,16 @@ misbehave on purpose, so the executor's failure handling can be tested for real:
 - ``fail: "crash"``   raise ``RuntimeError`` in the first epoch
 - ``fail: "nan"``     report a NaN loss, raising ``TrainingDivergedError``
 - ``fail: "oom"``     raise ``TrainingOutOfMemoryError``
+- ``fail: "exit"``    kill the worker process after the first epoch of a fresh start (a
+  retry that resumes from the epoch-1 checkpoint then succeeds)
 - ``sleep_s: x``      sleep ``x`` seconds per epoch (timeouts, concurrency, kills)
+- ``events_file: p``  append one JSON line per start and end of a run to ``p`` (the
+  executor tests count runs and measure overlap with it)
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -37,6 +42,7 @@ class Config(BaseModel):
     val_split: float = 0.2
     sleep_s: float = Field(0.0, ge=0)
     fail: str | None = None
+    events_file: str | None = None
 
     @model_validator(mode="after")
     def _splits(self) -> "Config":
@@ -73,6 +79,7 @@ def train(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             start_epoch = int(open(os.path.join(d, "epoch")).read())
+    _event(cfg, config, "start", start_epoch=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.sleep_s:
             time.sleep(cfg.sleep_s)
@@ -82,6 +89,8 @@ def train(config: dict[str, Any]) -> None:
             raise TrainingOutOfMemoryError("CUDA out of memory (toy trainable asked to fail)")
         if cfg.fail == "nan":
             raise TrainingDivergedError(f"loss is nan at epoch {epoch} step 0", epoch=epoch, step=0)
+        if cfg.fail == "exit" and start_epoch == 0 and epoch == 1:
+            os._exit(1)  # the worker dies as if OOM-killed: no exception reaches Tune
         frac = (epoch + 1) / cfg.epochs
         metrics = {k: v * frac if k == "score" else v for k, v in final.items()}
         metrics.update(epoch=epoch + 1, pid=os.getpid(), t_end=time.time(),
@@ -92,3 +101,14 @@ def train(config: dict[str, Any]) -> None:
             with open(os.path.join(d, "epoch"), "w") as fh:
                 fh.write(str(epoch + 1))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    _event(cfg, config, "end", start_epoch=start_epoch, epochs=cfg.epochs)
+
+
+def _event(cfg: Config, config: dict[str, Any], kind: str, **extra: Any) -> None:
+    if not cfg.events_file:
+        return
+    line = json.dumps({"event": kind, "experiment_id": config.get("experiment_id"), "t": time.time(),
+                       "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       **extra})
+    with open(cfg.events_file, "a", encoding="utf-8") as fh:  # one short append per event
+        fh.write(line + "\n")

@@ -1,0 +1,626 @@
+"""The driver side of one ARC Tune experiment: job states, Tune hooks, watchdog, sidecars.
+
+A :class:`TuneRun` is one Tune experiment (one per cycle, plus one per later batch of the
+same cycle). Ray Tune drives it through two hooks that live in the experiment's pickled
+state, :class:`ArcCallback` (a ``ray.tune.Callback``: trial start / result / complete /
+error / recover) and :class:`ArcScheduler` (a ``TrialScheduler`` around FIFO or ASHA:
+trial added, per-result decisions, and once per controller step the watchdog). Both hold
+only a token and look their :class:`TuneRun` up in a process registry, so the same
+objects work again after ``Tuner.restore`` in a new driver process.
+
+Every job state change happens under the executor's condition (``cond``) and wakes its
+waiters. A job's terminal state is final: it is written once as a JSON
+:class:`~arc_ray.records.TrialResult` under ``<experiment>/arc/results/`` (the sidecar that
+lets a restarted driver know, without Tune, what already finished) and nothing Tune
+reports later changes it. Cancellation and timeouts therefore mark the job first and
+then make Tune agree: a pending trial is stopped with ``stop_trial``, a running one has
+its actor killed (its ``max_failures`` set to 0 first, so Tune does not retry it).
+
+Threads: Tune calls the hooks on the thread that runs ``Tuner.fit()``; the executor's
+methods run on the caller's thread. Ray calls (``ray.kill``) are made outside the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from arc_ray._tune_trial import (
+    ERROR_CLASS_KEY,
+    ERROR_MESSAGE_KEY,
+    ERROR_TYPE_KEY,
+    classify_error,
+    experiment_id_of,
+)
+from arc_ray.records import ErrorClass, JobStatus, ProposalType, Resources, RiskLevel, TrialResult
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a trial told to stop at a report may take to stop before its actor is killed.
+GRACEFUL_STOP_S = 5.0
+_NOT_METRICS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint", "experiment_tag",
+                "trial_id", "__duplicate__", "trainable_name", "iterations_since_restore"}
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class RunStore:
+    """ARC's own files inside a Tune experiment folder (local path or pyarrow URI)."""
+
+    def __init__(self, experiment_uri: str) -> None:
+        self.uri = experiment_uri
+        self._local = "://" not in experiment_uri
+        if self._local:
+            self._fs, self._root = None, str(Path(experiment_uri).resolve())
+        else:
+            import pyarrow.fs as pafs
+
+            self._fs, self._root = pafs.FileSystem.from_uri(experiment_uri)
+
+    def _path(self, rel: str) -> str:
+        return f"{self._root.rstrip('/')}/{rel}"
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        """Write ``obj`` as JSON; locally through a temp file and a rename (atomic)."""
+        text = json.dumps(obj, indent=1, default=str)
+        path = self._path(rel)
+        if self._local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        else:  # object stores replace whole objects atomically
+            self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with self._fs.open_output_stream(path) as fh:
+                fh.write(text.encode())
+
+    def read_json(self, rel: str) -> Any | None:
+        """The parsed file, or ``None`` when it is missing or unreadable."""
+        path = self._path(rel)
+        try:
+            if self._local:
+                text = Path(path).read_text(encoding="utf-8")
+            else:
+                with self._fs.open_input_stream(path) as fh:
+                    text = fh.readall().decode()
+            return json.loads(text)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable %s: %s", path, exc)
+            return None
+
+    def list_json(self, rel_dir: str) -> list[str]:
+        """Names (without ``.json``) of the JSON files in a sub-folder."""
+        path = self._path(rel_dir)
+        if self._local:
+            if not os.path.isdir(path):
+                return []
+            names = os.listdir(path)
+        else:
+            import pyarrow.fs as pafs
+
+            infos = self._fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            names = [i.base_name for i in infos]
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+# ------------------------------------------------------------------------- job state
+
+
+@dataclass
+class JobState:
+    """Everything the executor knows about one experiment; mutated under the executor's lock."""
+
+    experiment_id: str
+    cycle_id: int
+    config: dict[str, Any]
+    resources: Resources
+    meta: dict[str, Any] = field(default_factory=dict)  # proposer, proposal_type, risk_level
+    status: JobStatus = JobStatus.PENDING
+    run_name: str | None = None  # the Tune experiment (folder) it runs in
+    trial_id: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempt_started: float | None = None  # monotonic, this driver's latest start of the trial
+    attempt_prior_s: float = 0.0  # training time the latest start resumed from (its checkpoint)
+    restored_time_s: float = 0.0  # training time another driver spent before this one restored it
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    n_results: int = 0
+    iterations: int = 0
+    time_total_s: float | None = None
+    node_ip: str | None = None
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    stopped_early: bool = False
+    result: TrialResult | None = None  # set once, when terminal
+    history: list[tuple[JobStatus, float]] = field(default_factory=list)  # (status, unix time)
+
+    def __post_init__(self) -> None:
+        if not self.history:
+            self.history.append((self.status, time.time()))
+
+    def set_status(self, status: JobStatus) -> None:
+        """Move to ``status``, remembering when (lock held)."""
+        if status != self.status:
+            self.status = status
+            self.history.append((status, time.time()))
+
+    def to_result(self) -> TrialResult:
+        """The job as a :class:`TrialResult` (the final one when terminal)."""
+        if self.result is not None:
+            return self.result
+        duration = None
+        if self.started_at is not None:
+            duration = (self.ended_at or time.time()) - self.started_at + self.restored_time_s
+        meta = self.meta
+        return TrialResult(
+            experiment_id=self.experiment_id, cycle_id=self.cycle_id, status=self.status,
+            config=self.config, metrics=self.last_metrics, best_metrics=self.best_metrics,
+            duration_s=duration, error_class=self.error_class, error_message=self.error_message,
+            node_ip=self.node_ip, resources=self.resources, stopped_early=self.stopped_early,
+            iterations=self.iterations, started_at=self.started_at, ended_at=self.ended_at,
+            proposer=meta.get("proposer"),
+            proposal_type=ProposalType(meta["proposal_type"]) if meta.get("proposal_type") else None,
+            risk_level=RiskLevel(meta["risk_level"]) if meta.get("risk_level") else None,
+        )
+
+    def load_result(self, result: TrialResult) -> None:
+        """Adopt a terminal result read back from a sidecar."""
+        self.result = result
+        self.set_status(result.status)
+        self.started_at, self.ended_at = result.started_at, result.ended_at
+        self.last_metrics, self.best_metrics = dict(result.metrics), dict(result.best_metrics)
+        self.iterations, self.node_ip = result.iterations, result.node_ip
+        self.error_class, self.error_message = result.error_class, result.error_message
+        self.stopped_early = result.stopped_early
+
+
+def result_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers a trainable reported in one Tune result, without Tune's own fields."""
+    out: dict[str, float] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            name = f"{prefix}{k}"
+            if not prefix and (k in _NOT_METRICS or k.startswith("arc_")):
+                continue
+            if isinstance(v, dict):
+                walk(v, name + "/")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[name] = float(v)
+
+    walk(result, "")
+    return out
+
+
+# -------------------------------------------------------------------------- the run
+
+
+class TuneRun:
+    """One Tune experiment of a cycle, as the executor and Tune's hooks see it.
+
+    Args:
+        token: the key the experiment's pickled hooks find this object by.
+        cycle_id: the cycle.
+        name: the experiment's folder name (``cycle_NNNN`` or ``cycle_NNNN-K``).
+        uri: the experiment folder (local path or URI).
+        jobs: this run's jobs by experiment id (shared with the executor).
+        cond: the executor's condition; every change happens under it and notifies it.
+        metric, mode: the study's metric and direction (best epoch, ASHA).
+        timeout_s: the per-trial wall-clock limit, or ``None``.
+    """
+
+    def __init__(self, token: str, cycle_id: int, name: str, uri: str, jobs: dict[str, JobState],
+                 cond: threading.Condition, metric: str, mode: str, timeout_s: float | None) -> None:
+        self.token, self.cycle_id, self.name, self.uri = token, cycle_id, name, uri
+        self.store = RunStore(uri)
+        self.jobs = jobs
+        self.cond = cond
+        self.metric, self.mode, self.timeout_s = metric, mode, timeout_s
+        self.thread: threading.Thread | None = None
+        self.fit_error: str | None = None
+        self._killed: set[str] = set()
+        self._graceful: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- helpers
+
+    def _job(self, trial: Trial) -> JobState | None:
+        eid = experiment_id_of(trial)
+        return self.jobs.get(eid) if eid else None
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    def _record(self, job: JobState, result: dict[str, Any]) -> None:
+        metrics = result_metrics(result)
+        job.n_results += 1
+        job.iterations = int(result.get("training_iteration", job.iterations) or job.iterations)
+        job.time_total_s = result.get("time_total_s", job.time_total_s)
+        job.node_ip = result.get("node_ip") or job.node_ip
+        job.last_metrics = metrics
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
+            best = job.best_metrics.get(self.metric)
+            if best is None or not math.isfinite(best) or self._better(value, best):
+                job.best_metrics = dict(metrics)
+
+    def finalize(self, job: JobState, status: JobStatus, error_class: ErrorClass | None = None,
+                 message: str | None = None) -> bool:
+        """Make ``job`` terminal (once), write its sidecar and wake waiters. Lock held."""
+        if job.status.is_terminal():
+            return False
+        job.set_status(status)
+        job.ended_at = job.history[-1][1]
+        if error_class is not None:
+            job.error_class, job.error_message = error_class, message
+        elif status == JobStatus.COMPLETED:
+            job.error_class, job.error_message = None, None
+        job.result = None
+        job.result = job.to_result()
+        try:
+            self.store.write_json(f"arc/results/{job.experiment_id}.json",
+                                  job.result.model_dump(mode="json"))
+        except Exception as exc:  # the in-memory result still stands; resume re-runs it at worst
+            logger.error("could not write the result of %s: %s", job.experiment_id, exc)
+        logger.info("trial %s %s%s", job.experiment_id, status.value,
+                    f" ({job.error_class.value}: {job.error_message})" if job.error_class else "")
+        self.cond.notify_all()
+        return True
+
+    # ------------------------------------------------- Tune hooks (Tune's thread)
+
+    def on_trial_add(self, trial: Trial) -> None:
+        with self.cond:
+            job = self._job(trial)
+            if job is None or job.status.is_terminal():
+                return
+            job.trial_id = trial.trial_id
+            if trial.status == Trial.TERMINATED:  # restored as finished, sidecar lost
+                if trial.last_result:
+                    self._record(job, trial.last_result)
+                self._finish_from_tune(job, trial, errored=False)
+            elif trial.status == Trial.ERROR:
+                self._finish_from_tune(job, trial, errored=True)
+            else:
+                job.set_status(JobStatus.QUEUED)
+                logger.debug("trial %s queued", job.experiment_id)
+                self.cond.notify_all()
+
+    def on_trial_start(self, trial: Trial) -> None:
+        last = trial.last_result or {}
+        with self.cond:
+            job = self._job(trial)
+            if job is None or job.status.is_terminal():
+                return
+            trained_s = float(last.get("time_total_s") or 0.0)  # before this start (checkpoint)
+            if job.started_at is None and last.get("training_iteration"):
+                # restored from another driver's run: take in the epochs it saw
+                for r in _read_result_history(trial):
+                    self._record(job, r)
+                job.restored_time_s = trained_s
+            job.set_status(JobStatus.RUNNING)
+            logger.debug("trial %s running", job.experiment_id)
+            job.trial_id = trial.trial_id
+            job.started_at = job.started_at or time.time()
+            job.attempt_started = time.monotonic()
+            job.attempt_prior_s = trained_s
+            self.cond.notify_all()
+
+    def on_trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
+        with self.cond:
+            job = self._job(trial)
+            if job is None or job.status.is_terminal():
+                return
+            if ERROR_CLASS_KEY in result:  # the wrapper's failure report (see _tune_trial)
+                try:
+                    job.error_class = ErrorClass(result[ERROR_CLASS_KEY])
+                except ValueError:
+                    job.error_class = ErrorClass.CRASH
+                job.error_message = f"{result.get(ERROR_TYPE_KEY, 'Error')}: {result.get(ERROR_MESSAGE_KEY, '')}"
+                job.node_ip = result.get("node_ip") or job.node_ip
+                return
+            self._record(job, result)
+            self.cond.notify_all()
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        with self.cond:
+            job = self._job(trial)
+            if job is not None:
+                self._finish_from_tune(job, trial, errored=False)
+
+    def on_trial_error(self, trial: Trial) -> None:
+        with self.cond:
+            job = self._job(trial)
+            if job is not None:
+                self._finish_from_tune(job, trial, errored=True)
+
+    def on_trial_recover(self, trial: Trial) -> None:
+        with self.cond:
+            job = self._job(trial)
+            if job is not None and not job.status.is_terminal():
+                logger.warning("trial %s: worker failed, retrying (failure %d)", job.experiment_id,
+                               trial.num_failures)
+                job.set_status(JobStatus.QUEUED)
+                self.cond.notify_all()
+
+    def _finish_from_tune(self, job: JobState, trial: Trial, errored: bool) -> None:
+        if job.status.is_terminal():
+            return
+        if job.error_class is not None:  # the trainable raised; the wrapper reported it
+            self.finalize(job, JobStatus.FAILED, job.error_class, job.error_message)
+        elif errored:
+            text = _error_text(trial)
+            self.finalize(job, JobStatus.FAILED, classify_error(text), _last_line(text))
+        else:
+            self.finalize(job, JobStatus.COMPLETED)
+
+    def decide(self, trial: Trial, result: dict[str, Any], decision: str) -> str:
+        """The scheduler's verdict on a result, after ARC's timeout and cancellation rules."""
+        with self.cond:
+            job = self._job(trial)
+            if job is None:
+                return decision
+            if job.status.is_terminal():  # cancelled (or timed out) while it kept reporting
+                self._graceful.setdefault(job.experiment_id, time.monotonic())
+                return TrialScheduler.STOP
+            total = result.get("time_total_s")
+            if self.timeout_s is not None and total is not None and float(total) >= self.timeout_s:
+                self._record(job, result)
+                self._graceful[job.experiment_id] = time.monotonic()
+                self.finalize(job, JobStatus.FAILED, ErrorClass.TIMEOUT,
+                              f"exceeded trial_timeout_s={self.timeout_s:g} ({float(total):.1f} s of training)")
+                return TrialScheduler.STOP
+            if decision == TrialScheduler.STOP and not result.get("done"):
+                job.stopped_early = True
+            return decision
+
+    def enforce(self, controller: Any) -> None:
+        """Once per Tune step: time out silent trials; make Tune agree with terminal jobs."""
+        now = time.monotonic()
+        to_kill: list[tuple[Trial, Any]] = []
+        to_stop: list[Trial] = []
+        with self.cond:
+            for trial in controller.get_trials():
+                job = self._job(trial)
+                if job is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
+                    continue
+                eid = job.experiment_id
+                if (trial.status == Trial.RUNNING and not job.status.is_terminal()
+                        and self.timeout_s is not None and job.attempt_started is not None):
+                    elapsed = now - job.attempt_started + job.attempt_prior_s
+                    if elapsed >= self.timeout_s:
+                        self.finalize(job, JobStatus.FAILED, ErrorClass.TIMEOUT,
+                                      f"exceeded trial_timeout_s={self.timeout_s:g} "
+                                      f"({elapsed:.1f} s without finishing)")
+                if not job.status.is_terminal():
+                    continue
+                if trial.status in (Trial.PENDING, Trial.PAUSED):
+                    to_stop.append(trial)
+                elif trial.status == Trial.RUNNING and eid not in self._killed:
+                    asked = self._graceful.get(eid)
+                    if asked is None or now - asked > GRACEFUL_STOP_S:
+                        self._killed.add(eid)
+                        to_kill.append((trial, trial.temporary_state.ray_actor))
+        for trial in to_stop:
+            controller.stop_trial(trial)
+        for trial, actor in to_kill:
+            _kill_trial(trial, actor)
+
+    # ------------------------------------------------- executor side
+
+    def cancel(self, job: JobState, reason: str) -> None:
+        """Mark ``job`` cancelled now (lock held); Tune is made to agree at its next step."""
+        self.finalize(job, JobStatus.CANCELLED, ErrorClass.CANCELLED, reason)
+
+    def fit_finished(self, error: BaseException | None) -> None:
+        """Called when ``Tuner.fit()`` returned or raised: nothing of this run is left open."""
+        with self.cond:
+            if error is not None:
+                self.fit_error = f"{type(error).__name__}: {error}"
+            for job in self.jobs.values():
+                if not job.status.is_terminal():
+                    why = self.fit_error or "the Tune run ended without finishing this trial"
+                    self.finalize(job, JobStatus.FAILED, ErrorClass.CRASH, why)
+            self.cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+def _kill_trial(trial: Trial, actor: Any) -> None:
+    """Kill a running trial's actor without Tune retrying it (its job is already terminal)."""
+    import ray
+
+    trial.max_failures = 0  # the kill must not count as a worker failure worth retrying
+    if actor is None:
+        return
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception as exc:  # already gone: Tune will notice on its own
+        logger.debug("killing the actor of %s: %s", trial, exc)
+
+
+def _error_text(trial: Trial) -> str:
+    try:
+        err = trial.get_error()
+        if err is not None:
+            return str(err)
+    except Exception as exc:
+        logger.debug("no error text for %s: %s", trial, exc)
+    return trial.error_message if hasattr(trial, "error_message") and trial.error_message else "trial failed"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else text)[:2000]
+
+
+def _read_result_history(trial: Trial) -> list[dict[str, Any]]:
+    """Every result a trial reported before this driver restored it (Tune's result.json)."""
+    try:
+        fs = trial.storage.storage_filesystem
+        with fs.open_input_stream(f"{trial.path}/result.json") as fh:
+            lines = fh.readall().decode().splitlines()
+        return [json.loads(ln) for ln in lines if ln.strip()]
+    except Exception as exc:
+        logger.debug("no result history for %s: %s", trial, exc)
+        return []
+
+
+# ------------------------------------------------------------ registry and hooks
+
+_RUNS: dict[str, TuneRun] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+def register_run(run: TuneRun) -> None:
+    with _RUNS_LOCK:
+        _RUNS[run.token] = run
+
+
+def unregister_run(run: TuneRun) -> None:
+    with _RUNS_LOCK:
+        if _RUNS.get(run.token) is run:
+            del _RUNS[run.token]
+
+
+def _lookup(token: str) -> TuneRun | None:
+    with _RUNS_LOCK:
+        return _RUNS.get(token)
+
+
+class ArcCallback(Callback):
+    """Feeds Tune's trial events to the :class:`TuneRun` registered under ``token``."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _run(self) -> TuneRun | None:
+        return _lookup(self.token)
+
+    def _call(self, method: str, *args: Any) -> None:
+        run = self._run()
+        if run is None:
+            return
+        try:
+            getattr(run, method)(*args)
+        except Exception:  # a bookkeeping bug must not take the Tune run down
+            logger.exception("ARC callback %s failed", method)
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._call("on_trial_start", trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:
+        self._call("on_trial_result", trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._call("on_trial_complete", trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._call("on_trial_error", trial)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._call("on_trial_recover", trial)
+
+
+class ArcScheduler(TrialScheduler):
+    """FIFO or ASHA, plus ARC's per-trial timeout, cancellation and early-stop bookkeeping.
+
+    Exposes no metric to Tune, so a trainable that never reports the study metric is a
+    failed trial rather than a ``ValueError`` that ends the whole Tune run.
+    """
+
+    def __init__(self, token: str, inner: TrialScheduler | None = None) -> None:
+        super().__init__()
+        self.token = token
+        self.inner = inner or FIFOScheduler()
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return self.inner.supports_buffered_results
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # the inner scheduler was built with the study's metric and mode
+
+    def _run(self) -> TuneRun | None:
+        return _lookup(self.token)
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+        run = self._run()
+        if run is not None:
+            _guard(run.on_trial_add, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if ERROR_CLASS_KEY in result:
+            decision = TrialScheduler.CONTINUE  # the trainable already stopped itself
+        else:
+            decision = self.inner.on_trial_result(tune_controller, trial, result)
+        run = self._run()
+        if run is None:
+            return decision
+        verdict = _guard(run.decide, trial, result, decision)
+        return verdict if verdict is not None else decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        run = self._run()
+        if run is not None:
+            _guard(run.enforce, tune_controller)
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return f"ARC ({self.inner.debug_string()})"
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path)
+
+
+def _guard(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # a bookkeeping bug must not take the Tune run down
+        logger.exception("ARC scheduler hook %s failed", getattr(fn, "__name__", fn))
+        return None
+
+
+def jobs_in(runs: Iterable[TuneRun]) -> list[JobState]:
+    return [j for r in runs for j in r.jobs.values()]
+
+
+__all__ = ["ArcCallback", "ArcScheduler", "JobState", "RunStore", "TuneRun", "register_run",
+           "result_metrics", "unregister_run"]

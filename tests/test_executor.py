@@ -1,0 +1,255 @@
+"""TrainingExecutor on a real local Ray (2 CPUs, 2 logical GPUs) with the toy trainable.
+
+Every trial here is a real Ray Tune trial in a real worker process; timings and
+overlaps are measured from the trials' own event lines (``events_file``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from arc_ray.errors import ConfigValidationError, TrainingExecutionError
+from arc_ray.executor import Job, TrainingExecutor
+from arc_ray.records import (
+    Decision,
+    DecisionOutcome,
+    ErrorClass,
+    JobStatus,
+    Proposal,
+    ProposalType,
+    Resources,
+    RiskLevel,
+)
+from arc_ray.study import SchedulerSettings
+
+
+def decision(study, eid: str, cycle: int = 1, resources: Resources | None = None, **changes) -> Decision:
+    """An approved decision with a ready config (the baseline plus ``changes``)."""
+    config = {**copy.deepcopy(study.baseline), **changes, "experiment_id": eid}
+    return Decision(experiment_id=eid, cycle_id=cycle, outcome=DecisionOutcome.APPROVED,
+                    decided_by="test", reason="test", config=config, resources=resources)
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def max_overlap(events: list[dict]) -> int:
+    """The most runs alive at one moment, from start/end event times."""
+    marks = sorted([(e["t"], 1 if e["event"] == "start" else -1) for e in events],
+                   key=lambda m: (m[0], m[1]))  # an end at the same instant counts first
+    alive = peak = 0
+    for _, step in marks:
+        alive += step
+        peak = max(peak, alive)
+    return peak
+
+
+@pytest.fixture
+def make_executor():
+    made: list[TrainingExecutor] = []
+
+    def make(study, **kw) -> TrainingExecutor:
+        ex = TrainingExecutor(study, **kw)
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        ex.shutdown(timeout=30)
+
+
+# ------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.ray
+def test_gpu_fraction_and_cap_bound_concurrency(ray_session, toy_study, make_executor, tmp_path):
+    study = toy_study.model_copy(update={"max_concurrent_trials": 2})
+    events = tmp_path / "events.jsonl"
+    half_gpu = Resources(cpu=0.25, gpu=0.5)  # by resources 4 could run at once; the cap says 2
+    items = [decision(study, f"c{i}", resources=half_gpu, x=i / 10, epochs=2, sleep_s=0.6,
+                      events_file=str(events)) for i in range(6)]
+    ex = make_executor(study)
+    jobs = ex.submit_batch(items, cycle_id=1)
+    assert [j.status for j in jobs] == [JobStatus.PENDING] * 6  # returned before Tune started
+    assert all(isinstance(j, Job) and j.tune_experiment == "cycle_0001" for j in jobs)
+    statuses = ex.wait_for_completion([j.experiment_id for j in jobs], timeout=120)
+    assert set(statuses.values()) == {JobStatus.COMPLETED}
+    for j in jobs:  # driven by Tune's hooks, in order; QUEUED may last only microseconds
+        steps = [s for s, _ in ex.status_history(j.experiment_id)]
+        assert steps == [JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED]
+
+    log = read_events(events)
+    assert sorted(e["experiment_id"] for e in log if e["event"] == "start") == [f"c{i}" for i in range(6)]
+    assert max_overlap(log) == 2  # the cap was reached and never exceeded
+    assert all(e["cuda_visible_devices"] not in (None, "") for e in log)  # Ray assigned a GPU
+
+    r = ex.collect_results("c3")
+    assert r.status == JobStatus.COMPLETED and r.cycle_id == 1 and r.iterations == 2
+    assert r.config == items[3].config  # exactly what was submitted, no Tune internals
+    assert r.metrics["score"] == pytest.approx(r.best_metrics["score"])
+    assert r.metrics["epoch"] == 2.0 and "training_iteration" not in r.metrics
+    assert r.resources == half_gpu and r.node_ip
+    assert r.started_at < r.ended_at and r.duration_s > 0.6 * 2 * 0.9
+    tune_dir = Path(study.tune_dir) / "cycle_0001"
+    assert {f"c{i}" for i in range(6)} <= {p.name for p in tune_dir.iterdir()}  # dirs = ids
+
+
+# ---------------------------------------------------------------------- failures
+
+
+@pytest.mark.ray
+def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_executor, tmp_path):
+    study = toy_study.model_copy(update={"max_concurrent_trials": 4, "trial_timeout_s": 4.0,
+                                         "max_failures": 1})
+    small = Resources(cpu=0.25, gpu=0)
+    events = tmp_path / "events.jsonl"
+    items = [
+        decision(study, "ok", cycle=2, resources=small),
+        decision(study, "crash", cycle=2, resources=small, fail="crash"),
+        decision(study, "nan", cycle=2, resources=small, fail="nan"),
+        decision(study, "oom", cycle=2, resources=small, fail="oom"),
+        decision(study, "silent", cycle=2, resources=small, epochs=1, sleep_s=120),  # never reports
+        decision(study, "chatty", cycle=2, resources=small, epochs=5, sleep_s=1.5),  # reports past 4 s
+        decision(study, "cancelme", cycle=2, resources=small, epochs=1, sleep_s=120),
+        decision(study, "exit", cycle=2, resources=small, epochs=3, fail="exit", events_file=str(events)),
+    ]
+    ex = make_executor(study)
+    t0 = time.monotonic()
+    ex.submit_batch(items, cycle_id=2)
+    while ex.status("cancelme") != JobStatus.RUNNING:
+        assert time.monotonic() - t0 < 60, "the trial to cancel never started"
+        time.sleep(0.05)
+    ex.cancel(["cancelme"])
+    assert ex.status("cancelme") == JobStatus.CANCELLED
+    statuses = ex.wait_for_completion([d.experiment_id for d in items], timeout=120)
+    assert time.monotonic() - t0 < 100  # the 120 s sleepers were cut short
+
+    results = {d.experiment_id: ex.collect_results(d.experiment_id) for d in items}
+    expected = {
+        "ok": (JobStatus.COMPLETED, None), "crash": (JobStatus.FAILED, ErrorClass.CRASH),
+        "nan": (JobStatus.FAILED, ErrorClass.DIVERGED), "oom": (JobStatus.FAILED, ErrorClass.OOM),
+        "silent": (JobStatus.FAILED, ErrorClass.TIMEOUT), "chatty": (JobStatus.FAILED, ErrorClass.TIMEOUT),
+        "cancelme": (JobStatus.CANCELLED, ErrorClass.CANCELLED), "exit": (JobStatus.COMPLETED, None),
+    }
+    got = {k: (r.status, r.error_class) for k, r in results.items()}
+    assert got == expected
+    assert statuses == {k: v[0] for k, v in expected.items()}
+    assert "asked to crash" in results["crash"].error_message
+    assert "nan" in results["nan"].error_message.lower()
+    assert "trial_timeout_s=4" in results["silent"].error_message
+    # the reporting trial keeps the metrics it reached before the limit
+    assert 1 <= results["chatty"].iterations < 5 and "score" in results["chatty"].metrics
+    # a dead worker is retried from its checkpoint: two starts, the second at epoch 1
+    starts = [e["start_epoch"] for e in read_events(events) if e["event"] == "start"]
+    assert starts == [0, 1] and results["exit"].iterations == 3
+    # a raising trainable is not retried (failures are data, not worker deaths)
+    assert (Path(study.tune_dir) / "cycle_0002" / "arc" / "results" / "crash.json").is_file()
+
+
+@pytest.mark.ray
+def test_wait_past_timeout_cancels_and_polling_does_not(ray_session, toy_study, make_executor):
+    study = toy_study.model_copy(update={"max_concurrent_trials": 1})
+    ex = make_executor(study)
+    ex.submit_batch([decision(study, "long", cycle=3, epochs=1, sleep_s=120),
+                     decision(study, "queued", cycle=3, epochs=1, sleep_s=120)], cycle_id=3)
+    polled = ex.wait_for_completion(["long", "queued"], timeout=0.5, cancel_on_timeout=False)
+    assert not any(s.is_terminal() for s in polled.values())
+    t0 = time.monotonic()
+    statuses = ex.wait_for_completion(["long", "queued"], timeout=3)
+    assert statuses == {"long": JobStatus.CANCELLED, "queued": JobStatus.CANCELLED}
+    assert time.monotonic() - t0 < 10
+    run = ex._runs["cycle_0003"]
+    run.thread.join(timeout=30)  # Tune itself wound down: the sleeping worker was killed
+    assert not run.thread.is_alive()
+    assert ex.collect_results("queued").error_class == ErrorClass.CANCELLED
+
+
+# ------------------------------------------------------- ASHA, proposals, resubmits
+
+
+@pytest.mark.ray
+def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_study, make_executor):
+    sched = SchedulerSettings(grace_period=1, reduction_factor=2, max_t=10)
+    study = toy_study.model_copy(update={"max_concurrent_trials": 1, "scheduler": sched})
+    # run one at a time, best first, so ASHA's rungs are filled in a known order
+    proposals = [Proposal(experiment_id=f"a{i}", changes={"x": x, "epochs": 5}, proposer="bayesian",
+                          type=ProposalType.EXPLORATION, risk_level=RiskLevel.MEDIUM)
+                 for i, x in enumerate([0.3, -0.9, -0.8, 0.95])]
+    ex = make_executor(study)
+    jobs = ex.submit_batch(proposals, cycle_id=4)
+    assert (Path(study.experiments_dir) / "a1" / "config.yaml").is_file()  # configgen wrote it
+    ex.wait_for_completion([j.experiment_id for j in jobs], timeout=120)
+    best, *worse = [ex.collect_results(j.experiment_id) for j in jobs]
+    assert best.status == JobStatus.COMPLETED and not best.stopped_early and best.iterations == 5
+    for r in worse:
+        assert r.status == JobStatus.COMPLETED and r.stopped_early and r.iterations < 5
+        assert r.metrics["score"] < best.metrics["score"]
+    assert best.proposer == "bayesian" and best.proposal_type == ProposalType.EXPLORATION
+    assert best.risk_level == RiskLevel.MEDIUM and best.config["x"] == 0.3
+
+    # the same items again: the same jobs, nothing rerun; a new one: a second batch folder
+    again = ex.submit_batch(proposals, cycle_id=4)
+    assert [j.status for j in again] == [JobStatus.COMPLETED] * 4
+    extra = ex.submit_job(Proposal(experiment_id="a4", changes={"x": 0.1, "epochs": 1}), cycle_id=4)
+    assert extra.tune_experiment == "cycle_0004-2"
+    assert ex.wait_for_completion(["a4"], timeout=60) == {"a4": JobStatus.COMPLETED}
+
+    # a fresh executor reads the finished cycle back from disk without running anything
+    other = make_executor(study)
+    restored = {j.experiment_id: j for j in other.resume(4)}
+    assert set(restored) == {"a0", "a1", "a2", "a3", "a4"}
+    assert all(j.status == JobStatus.COMPLETED for j in restored.values())
+    assert not any(r.thread for r in other._runs.values())
+    assert other.collect_results("a2") == ex.collect_results("a2")
+    assert other.resume(5) == []
+
+
+# --------------------------------------------------------------------- bad input
+
+
+def test_bad_items_are_refused_naming_the_problem(toy_study, tmp_path):
+    ex = TrainingExecutor(toy_study)
+    vetoed = decision(toy_study, "v").model_copy(update={"outcome": DecisionOutcome.VETOED})
+    no_config = decision(toy_study, "n").model_copy(update={"config": None})
+    other_cycle = decision(toy_study, "o", cycle=9)
+    mismatch = decision(toy_study, "m")
+    mismatch.config["experiment_id"] = "something-else"
+    bad_id = decision(toy_study, "b").model_copy(update={"experiment_id": "../escape"})
+    with pytest.raises(ConfigValidationError) as err:
+        ex.submit_batch([vetoed, no_config, other_cycle, mismatch, bad_id, "not an item",
+                         decision(toy_study, "dup"), decision(toy_study, "dup")], cycle_id=1)
+    fields = err.value.fields
+    for expected in ["items[0].outcome", "items[1].config", "items[2].cycle_id",
+                     "items[3].config.experiment_id", "items[4].experiment_id", "items[5]",
+                     "items[7].experiment_id"]:
+        assert expected in fields, (expected, fields)
+    bad_proposal = Proposal(experiment_id="p", changes={"lr": 50.0})
+    with pytest.raises(ConfigValidationError, match=r"items\[0\]\.lr"):
+        ex.submit_batch([bad_proposal], cycle_id=1)
+    with pytest.raises(ConfigValidationError, match="cycle_id"):
+        ex.submit_batch([decision(toy_study, "x")], cycle_id=-1)
+    with pytest.raises(TrainingExecutionError, match="never submitted"):
+        ex.status("nope")
+    with pytest.raises(TrainingExecutionError, match="never submitted"):
+        ex.collect_results("nope")
+    assert not Path(toy_study.tune_dir).exists()  # nothing half-submitted
+    ex.shutdown()
+    with pytest.raises(TrainingExecutionError, match="shut down"):
+        ex.submit_batch([decision(toy_study, "late")], cycle_id=1)
+
+
+@pytest.mark.ray
+def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study):
+    ex = TrainingExecutor(toy_study)
+    with pytest.raises(ConfigValidationError, match=r"items\[0\]\.resources\.gpu.*2 GPU"):
+        ex.submit_batch([decision(toy_study, "big", resources=Resources(cpu=1, gpu=3))], cycle_id=1)
+    assert not Path(toy_study.tune_dir).exists()
