@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from arc_ray.api import make_study, run_study
 from arc_ray.configgen import ExperimentConfigGenerator, get_config_generator
 from arc_ray.errors import (
     ArcError,
@@ -72,5 +73,7 @@ __all__ = [
     "Vote",
     "flatten_config",
     "get_config_generator",
+    "make_study",
+    "run_study",
     "unflatten_config",
 ]
