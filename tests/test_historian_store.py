@@ -214,3 +214,17 @@ def test_plain_readers_may_unify_schemas_themselves(tmp_path):
                      f"read_parquet('{tmp_path}/trials/*.parquet', union_by_name=true)").fetchone()
     assert got == (1, 2)
     assert os.path.exists(files[0])
+
+
+def test_compaction_leaves_large_files_alone(tmp_path):
+    store = ParquetStore(str(tmp_path))
+    store.check_writable()
+    big = store.write("trials", _rows(0, 5000))
+    small = [store.write("trials", _rows(5000 + i)) for i in range(3)]
+    sizes = dict(store.list_files("trials"))
+    limit = sizes[big] - 1
+    merged, replaced = store.compact("trials", max_file_bytes=limit)
+    assert sorted(replaced) == sorted(small)
+    assert sorted(n for n, _ in store.list_files("trials")) == sorted([big, merged])
+    assert store.compact("trials", max_file_bytes=limit) is None  # one small file: nothing to merge
+    assert store.read("trials").num_rows == 5003

@@ -293,29 +293,34 @@ class ParquetStore:
         return frozenset(json.loads(meta[REPLACES_KEY])) if REPLACES_KEY in meta else frozenset()
 
     def compact(self, table: str, *, min_files: int = 2,
-                max_file_bytes: int = 64 << 20) -> tuple[str, list[str]] | None:
+                max_file_bytes: int = 8 << 20) -> tuple[str, list[str]] | None:
         """Merge the live files of ``table`` smaller than ``max_file_bytes`` into one.
 
-        Corrupt files are left alone. Returns ``(merged name, replaced names)`` or
-        ``None`` when fewer than ``min_files`` files qualified.
+        Only the small files are read, so large merged files are not rewritten again and
+        again; corrupt files are left alone. Returns ``(merged name, replaced names)``,
+        or ``None`` when fewer than ``min_files`` files qualified.
         """
-        snap = self.snapshot(table)
-        for name in sorted(snap.replaced):
-            self._delete(table, name)
-        small = [f for f in snap.files if f.size < max_file_bytes]
+        self.finish_interrupted(table)
+        small = [n for n, size in self.list_files(table) if size < max_file_bytes]
         if len(small) < max(min_files, 1):
             return None
-        merged = concat_unified([f.table for f in small])
+        try:
+            files = self.snapshot(table, small).files
+        except FileNotFoundError:  # another process is compacting; the next call will do
+            return None
+        if len(files) < max(min_files, 1):
+            return None
+        merged = concat_unified([f.table for f in files])
         # Merged files list what their inputs replaced too, so a crash after deleting a
         # merged input but before its own leftovers are gone still hides those leftovers.
-        replaces = {f.name for f in small}.union(*(f.replaces for f in small))
+        replaces = {f.name for f in files}.union(*(f.replaces for f in files))
         # Name it after its newest input so it sorts where those rows were.
-        newest = max(int(f.name[len(_PREFIX):].split("-")[0]) for f in small)
+        newest = max(int(f.name[len(_PREFIX):].split("-")[0]) for f in files)
         name = self.write(table, merged, replaces=replaces, time_ns=newest)
-        for f in small:
+        for f in files:
             self._delete(table, f.name)
-        logger.info("compacted %d files of %s into %s", len(small), self.table_dir(table), name)
-        return name, [f.name for f in small]
+        logger.info("compacted %d files of %s into %s", len(files), self.table_dir(table), name)
+        return name, [f.name for f in files]
 
     def _delete(self, table: str, name: str) -> None:
         try:
