@@ -19,6 +19,7 @@ from arc_ray.agents.recovery import RecoveryProposer
 from arc_ray.agents.registry import (
     agent_classes,
     build_agents,
+    build_roster,
     proposer_class,
     proposer_names,
     register_proposer,
@@ -43,6 +44,7 @@ __all__ = [
     "Tally",
     "agent_classes",
     "build_agents",
+    "build_roster",
     "keep_split_rule",
     "proposer_class",
     "proposer_names",

@@ -179,6 +179,12 @@ class HistoryView:
     def n_failed(self) -> int:
         return int(self.failed.sum())
 
+    def failure_rate(self) -> float:
+        """The share of finished trials that failed, shrunk towards 1/4 (one failure in
+        four pseudo-trials) so that a short history does not read as 0 or 1."""
+        done = self.n_completed + self.n_failed
+        return (self.n_failed + 1.0) / (done + 4.0)
+
     def signed_values(self) -> np.ndarray:
         """The metric in the "higher is better" direction."""
         return self.values if self.mode == "max" else -self.values

@@ -12,7 +12,7 @@ import numpy as np
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Pattern, Proposal, ProposalType, Resources, RiskLevel
-from arc_ray.study import ParamSpec, StudyConfig, flatten_config
+from arc_ray.study import ParamSpec, flatten_config
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +68,6 @@ class ArchitectProposer(Proposer):
 
     name = "architect"
     proposal_type = ProposalType.ARCHITECTURE_CHANGE
-
-    def __init__(self, study: StudyConfig, name: str | None = None) -> None:
-        super().__init__(study, name)
-        self._gen = None
-
-    def _generator(self, ctx: AgentContext):
-        from arc_ray.configgen import ExperimentConfigGenerator
-
-        if self._gen is None:
-            self._gen = ExperimentConfigGenerator(self.study)  # validates only; never writes here
-        self._gen.set_constraints([c for c in ctx.summary.constraints if c.source != "declared"])
-        return self._gen
 
     def roles(self, ctx: AgentContext) -> dict[str, str]:
         """role → parameter name, for the architectural parameters of this study."""
@@ -167,13 +155,12 @@ class ArchitectProposer(Proposer):
 
     def _respect_constraints(self, flat: dict[str, Any], roles: dict[str, str],
                              ctx: AgentContext) -> tuple[dict[str, Any] | None, str]:
-        """Adjust the other architectural parameters until the config validates, if possible."""
-        gen = self._generator(ctx)
-        try:
-            gen.validate(self.changes_from(flat, ctx))
-            return flat, ""
-        except ConfigValidationError as exc:
-            first = exc
+        """Make the config valid: move it out of forbidden regions, else adjust another
+        architectural parameter (a ViT gets the image size it needs), if possible."""
+        moved, notes = self.admissible(flat, ctx)
+        if moved is not None:
+            return moved, ", ".join(notes)
+        gen = self.validator(ctx)
         for role in ("image_size", "size", "dropout", "model"):
             param = roles.get(role)
             if param is None:
@@ -187,10 +174,10 @@ class ArchitectProposer(Proposer):
                 trial = {**flat, param: v}
                 try:
                     gen.validate(self.changes_from(trial, ctx))
-                    return trial, f"{param} set to {v!r} to satisfy: {first.violations[0].rule}"
+                    return trial, f"{param} set to {v!r} to satisfy: {notes[0] if notes else 'the rules'}"
                 except ConfigValidationError:
                     continue
-        logger.debug("architect: no valid variant of %s: %s", describe_config(flat), first)
+        logger.debug("architect: no valid variant of %s: %s", describe_config(flat), notes)
         return None, ""
 
     def goodness(self, proposals: list[Proposal], ctx: AgentContext) -> list[tuple[float, str] | None]:

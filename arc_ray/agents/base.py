@@ -11,11 +11,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from arc_ray.agents._constraints import project_out
 from arc_ray.agents._history import HistoryView
-from arc_ray.records import HistorySummary, Proposal, ProposalType, Strategy, Vote
+from arc_ray.errors import ConfigValidationError
+from arc_ray.records import Constraint, HistorySummary, Proposal, ProposalType, Strategy, Vote
 from arc_ray.study import StudyConfig, flatten_config
 
 if TYPE_CHECKING:
+    from arc_ray.configgen import ExperimentConfigGenerator
     from arc_ray.world_model import WorldModel
 
 logger = logging.getLogger(__name__)
@@ -145,6 +148,35 @@ class Proposer(Agent):
         skip = set(self.study.proposers.exclude)
         return [n for n in self.study.search_space.names if n not in skip]
 
+    def constraints(self, ctx: AgentContext) -> list[Constraint]:
+        """Declared constraints and the historian's learned ones."""
+        return [*self.study.constraints, *(c for c in ctx.summary.constraints if c.source != "declared")]
+
+    def validator(self, ctx: AgentContext) -> "ExperimentConfigGenerator":
+        """A config generator holding the learned constraints (validates; never writes here)."""
+        from arc_ray.configgen import ExperimentConfigGenerator
+
+        gen = getattr(self, "_validator", None)
+        if gen is None:
+            gen = self._validator = ExperimentConfigGenerator(self.study)
+        gen.set_constraints([c for c in ctx.summary.constraints if c.source != "declared"])
+        return gen
+
+    def admissible(self, flat: Mapping[str, Any], ctx: AgentContext) -> tuple[dict[str, Any] | None, list[str]]:
+        """``flat`` moved out of forbidden regions if needed, and validated.
+
+        Returns:
+            ``(config, notes on the moves)``, or ``(None, [the rules broken])`` when it
+            cannot be made valid.
+        """
+        moved, notes = project_out(flat, self.constraints(ctx), self.study.search_space,
+                                   fixed=self.study.proposers.exclude)
+        try:
+            self.validator(ctx).validate(self.changes_from(moved, ctx))
+        except ConfigValidationError as exc:
+            return None, [str(v) for v in exc.violations]
+        return moved, notes
+
     def changes_from(self, flat: Mapping[str, Any], ctx: AgentContext) -> dict[str, Any]:
         """Changes (dotted keys) that set every non-excluded searched parameter as in ``flat``.
 
@@ -181,6 +213,20 @@ def keep_split_rule(changes: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in flat.items()}
         out["train_split"] = round(1.0 - float(val), 12)
     return out
+
+
+RISK_MARGIN = 0.1  # how far above the history's failure rate a forecast counts as a risky region
+
+
+def risk_cap(study: StudyConfig, view: HistoryView) -> float:
+    """The failure probability above which a proposal is too risky to run.
+
+    ``supervisor.max_failure_probability``, raised to the history's own failure rate
+    plus :data:`RISK_MARGIN` when that is higher: the cap is meant for regions the world
+    model sees failing, and when most trials so far failed every forecast sits near that
+    rate — a fixed cap would then stop the study instead of letting it recover.
+    """
+    return min(1.0, max(study.supervisor.max_failure_probability, view.failure_rate() + RISK_MARGIN))
 
 
 def world_model_for(ctx: AgentContext, seed: int = 0) -> "WorldModel":

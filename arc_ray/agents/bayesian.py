@@ -123,19 +123,23 @@ class BayesianProposer(Proposer):
         how = ("TPE (multivariate, constant liar)" if settings.sampler == "tpe" else "GP") if modelled \
             else f"random start-up ({n_done} of {settings.startup_trials} completed trials)"
         proposals, asked, seen = [], [], set()
-        for attempt in range(3 * n):
+        for attempt in range(4 * n):
             if len(proposals) >= n:
                 break
             trial = self._optuna.ask(dists)
             asked.append(trial)
-            key = tuple(repr(trial.params[k]) for k in self._names)
+            # forbidden regions (declared or learned) are left by the smallest move
+            params, notes = self.admissible(dict(trial.params), ctx)
+            if params is None:
+                continue
+            key = tuple(repr(params[k]) for k in self._names)
             if key in seen:
                 continue
             seen.add(key)
-            params: dict[str, Any] = dict(trial.params)
             k = len(proposals) + 1
             rationale = (f"{how} sample {k} of {n}, warm-started from {n_done} completed and "
-                         f"{n_failed} failed trials: {describe_config(params)}")
+                         f"{n_failed} failed trials: {describe_config(params)}"
+                         + (f"; moved {', '.join(notes)}" if notes else ""))
             proposals.append(self.proposal(ctx, k, self.changes_from(params, ctx), rationale))
         for trial in asked:
             self._optuna.tell(trial, state=TrialState.FAIL)

@@ -98,8 +98,12 @@ def _finish(calls: list[_Call], timeout_s: float) -> list[_Call]:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
+    if isinstance(exc, ValidationError):
+        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+    else:
+        lines = str(exc).strip().splitlines()
+        text = lines[-1] if lines else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 class Collective:
@@ -243,7 +247,7 @@ class Collective:
                                f"{_short(exc)}")
                 continue
             p = p.model_copy(update={"proposer": name, "cycle_id": cycle})
-            if len(out) >= quota:
+            if k > quota:
                 reject(p.experiment_id if p.experiment_id not in used else bad_id,
                        f"over {name}'s quota of {quota} this cycle", p)
                 continue

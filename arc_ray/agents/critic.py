@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import rankdata
 
-from arc_ray.agents.base import Agent, AgentContext, world_model_for
+from arc_ray.agents.base import Agent, AgentContext, risk_cap, world_model_for
 from arc_ray.records import Prediction, Proposal, StrategyMode, Vote
 from arc_ray.study import StudyConfig, flatten_config
 
@@ -30,8 +30,9 @@ class Critic(Agent):
     * :meth:`vote` ranks the batch by an acquisition that follows the cycle's mode
       (explore: upper confidence bound; exploit and recover: expected improvement), and
       scores ``(1 - P(fail)) × (0.25 + 0.75 × rank percentile)``. It rejects a proposal
-      whose failure probability is above the study's risk cap
-      (``supervisor.max_failure_probability``), with the numbers in its rationale.
+      whose failure probability is above the risk cap (``supervisor.max_failure_probability``,
+      or the history's failure rate plus a margin when that is higher: see
+      :func:`~arc_ray.agents.base.risk_cap`), with the numbers in its rationale.
     """
 
     name = "critic"
@@ -78,7 +79,7 @@ class Critic(Agent):
         else:
             acq, acq_name = np.array([p.expected_improvement or 0.0 for p in preds]), "EI"
         pct = (rankdata(acq) - 1) / max(len(acq) - 1, 1) if len(acq) > 1 else np.ones(1)
-        cap = self.study.supervisor.max_failure_probability
+        cap = risk_cap(self.study, ctx.history())
         metric = self.study.metric
         votes = []
         for p, pred, a, q in zip(proposals, preds, acq, pct):

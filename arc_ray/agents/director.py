@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from arc_ray.agents.base import Agent, AgentContext
+from arc_ray.agents.base import Agent, AgentContext, risk_cap
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
 
 logger = logging.getLogger(__name__)
@@ -143,13 +143,14 @@ class Director(Agent):
                 votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=approve,
                                   score=score, rationale=why))
         else:  # recover
+            cap = risk_cap(self.study, view)
             failed = view.X[view.failed] if view.n else view.X
             d_fail = nearest_distance(points, failed)
             for p, d in zip(proposals, d_fail):
                 pred = p.predicted
                 if pred is not None and pred.failure_probability is not None:
-                    score = 1.0 - pred.failure_probability
-                    why = f"recover: predicted P(fail) {pred.failure_probability:.2f}"
+                    score = float(np.clip(0.5 + cap - pred.failure_probability, 0.0, 1.0))
+                    why = f"recover: predicted P(fail) {pred.failure_probability:.2f} (cap {cap:.2f})"
                 else:
                     score = 1.0 if not np.isfinite(d) else float(min(1.0, d / (4 * md)))
                     why = "recover: no failure seen" if not np.isfinite(d) else f"recover: {d:.3f} from the nearest failure"

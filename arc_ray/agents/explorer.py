@@ -81,12 +81,16 @@ class ExplorerProposer(Proposer):
             chosen.append(int(keep[j]))
             picked_points = np.vstack([picked_points, points[keep[j]]])
         proposals = []
-        for k, i in enumerate(chosen, start=1):
-            flat = flats[i]
+        for i in chosen:
+            flat, notes = self.admissible(flats[i], ctx)
+            if flat is None:
+                continue
+            k = len(proposals) + 1
             dist = "nothing run yet" if not np.isfinite(d_run[i]) else f"{d_run[i]:.3f} from the nearest run config"
             how = (f"world-model std {std[list(keep).index(i)]:.3g}, the highest of {len(keep)} candidates"
                    if std is not None else f"the most isolated of {len(keep)} Sobol candidates")
-            rationale = f"space filling: {how}; {dist} (min {md:g}): {describe_config(flat)}"
+            rationale = (f"space filling: {how}; {dist} (min {md:g}): {describe_config(flat)}"
+                         + (f"; moved {', '.join(notes)}" if notes else ""))
             proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
         return proposals
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from arc_ray.agents._constraints import BATCH_LEAVES, smaller_values
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
 from arc_ray.records import Proposal, ProposalType, RiskLevel, StrategyMode
-from arc_ray.study import ParamSpec, flatten_config
+from arc_ray.study import flatten_config
 
 logger = logging.getLogger(__name__)
 
 LR_LEAVES = ("lr", "learning_rate")
-BATCH_LEAVES = ("batch_size",)
 SAFER_LR_FACTOR = 0.3  # "safer" divides the learning rate by about three
 PERTURB_SIGMA = 0.08  # local moves: unit-cube standard deviation per numeric axis
 PERTURB_SWITCH = 0.15  # local moves: chance of switching a categorical to a neighbour
@@ -23,20 +23,6 @@ PERTURB_SWITCH = 0.15  # local moves: chance of switching a categorical to a nei
 
 def _find(names: list[str], leaves: tuple[str, ...]) -> str | None:
     return next((n for n in names if n.rpartition(".")[2].lower() in leaves), None)
-
-
-def smaller_values(spec: ParamSpec, value: Any) -> list[Any]:
-    """Values of a numeric or numeric-categorical parameter below ``value``, nearest first."""
-    if spec.type == "categorical":
-        nums = [c for c in (spec.choices or []) if isinstance(c, (int, float)) and not isinstance(c, bool)]
-        return sorted((c for c in nums if c < value), reverse=True) if isinstance(value, (int, float)) else []
-    if spec.type == "int" and isinstance(value, (int, float)):
-        out, v = [], int(value)
-        while v // 2 >= spec.low and v // 2 < v:  # halving, as batch sizes go
-            v //= 2
-            out.append(v)
-        return out
-    return []
 
 
 class RecoveryProposer(Proposer):
@@ -87,16 +73,19 @@ class RecoveryProposer(Proposer):
                 flat, why = self._perturb(start, names, rng), f"local move around {origin}"
             if flat is None:
                 continue
-            x = view.unit(flat)
             others = np.vstack([run_points, *chosen_points]) if chosen_points else run_points
-            if len(others) and nearest_distance(x[None, :], others)[0] <= tol:
-                if plan == "restart":  # the baseline already ran: nudge it instead
-                    flat, why = self._perturb(base, names, rng), "local move around the baseline (which has run)"
-                    x = view.unit(flat)
-                    if nearest_distance(x[None, :], others)[0] <= tol:
-                        continue
-                else:
-                    continue
+
+            def ran(flat: dict[str, Any]) -> bool:
+                return bool(len(others)) and nearest_distance(view.unit(flat)[None, :], others)[0] <= tol
+
+            if plan == "restart" and ran(flat):  # the baseline already ran: nudge it instead
+                flat, why = self._perturb(base, names, rng), "local move around the baseline (which has run)"
+            flat, notes = self.admissible(flat, ctx)
+            if flat is None or ran(flat):
+                continue
+            if notes:
+                why += "; " + ", ".join(notes)
+            x = view.unit(flat)
             chosen_points.append(x[None, :])
             k = len(proposals) + 1
             rationale = f"recovery ({plan}): {why}; from {origin}: {describe_config(flat, names)}"

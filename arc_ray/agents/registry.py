@@ -87,6 +87,12 @@ def agent_classes(study: StudyConfig) -> dict[str, type]:
     return classes
 
 
+def build_roster(study: StudyConfig) -> dict[str, tuple[type, tuple, dict]]:
+    """name → (class, args, kwargs) of every agent, for the orchestrator to make actors of:
+    ``ray.remote(cls).remote(*args, **kwargs)``."""
+    return {name: (cls, (study,), {"name": name}) for name, cls in agent_classes(study).items()}
+
+
 def build_agents(study: StudyConfig) -> dict[str, Any]:
     """Plain-object agents for the study (see :func:`agent_classes`)."""
-    return {name: cls(study, name) for name, cls in agent_classes(study).items()}
+    return {name: cls(*args, **kwargs) for name, (cls, args, kwargs) in build_roster(study).items()}

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from arc_ray.agents._history import HistoryView, nearest_distance, rms_distance
-from arc_ray.agents.base import AgentContext
-from arc_ray.agents.recovery import BATCH_LEAVES, smaller_values
+from arc_ray.agents.base import AgentContext, risk_cap
+from arc_ray.agents._constraints import BATCH_LEAVES, smaller_values
 from arc_ray.agents.voting import Ballot
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError
@@ -29,8 +29,9 @@ class Supervisor:
        rule, the trainable's ``Config``, declared and learned constraints). A breach of
        a constraint on ``batch_size`` (e.g. a learned OOM bound on batch × image size) is
        **repaired** with the largest smaller batch that passes; any other breach is vetoed.
-    2. **risk** — a predicted failure probability above ``supervisor.max_failure_probability``
-       is vetoed, unless the failures near it were out-of-memory errors: then it is
+    2. **risk** — a predicted failure probability above the risk cap
+       (``supervisor.max_failure_probability``, or the history's failure rate plus a
+       margin when higher: :func:`~arc_ray.agents.base.risk_cap`) is vetoed, unless the failures near it were out-of-memory errors: then it is
        **repaired** with a smaller batch, or more GPU per trial when the study has GPUs.
     3. **duplicates** — a config within ``supervisor.duplicate_tolerance`` (RMS unit-cube
        distance over the searched parameters) of one already run, or of one approved
@@ -93,6 +94,7 @@ class Supervisor:
         view = ctx.history()
         s = self.study.supervisor
         cap, cap_why = self.trial_cap(ctx)
+        max_risk = risk_cap(self.study, view)
         hours = self.trial_hours(view, ctx)
         b = self.study.budget
         study_left = None if b.max_gpu_hours is None else b.max_gpu_hours - ctx.summary.gpu_hours_used
@@ -135,10 +137,10 @@ class Supervisor:
             x = view.unit(flat)
             # 2. risk
             risk = p.predicted.failure_probability if p.predicted else None
-            if risk is not None and risk > s.max_failure_probability:
+            if risk is not None and risk > max_risk:
                 cls = self._failure_class_near(x, view)
                 if cls != "oom":
-                    veto(f"predicted P(fail) {risk:.2f} is above the risk cap {s.max_failure_probability:.2f}"
+                    veto(f"predicted P(fail) {risk:.2f} is above the risk cap {max_risk:.2f}"
                          + (f" (nearby failures: {cls})" if cls else ""))
                     continue
                 fixed = self._smaller_batch_until_valid(changes, gen, force=True)

@@ -1,0 +1,419 @@
+"""Agents one by one: registry, context, director, the four proposers, the critic.
+
+Helpers here (``make_results``, ``history_of``) are shared by the other agent tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from arc_ray.agents import (
+    AgentContext,
+    ArchitectProposer,
+    BayesianProposer,
+    Critic,
+    Director,
+    ExplorerProposer,
+    Proposer,
+    RecoveryProposer,
+    agent_classes,
+    build_agents,
+    keep_split_rule,
+    proposer_class,
+    register_proposer,
+)
+from arc_ray.agents._history import HistoryView, nearest_distance
+from arc_ray.agents.director import split_quota
+from arc_ray.configgen import ExperimentConfigGenerator
+from arc_ray.errors import ConfigValidationError
+from arc_ray.historian import Historian
+from arc_ray.historian.schema import trials_to_table
+from arc_ray.records import (
+    ErrorClass,
+    HistorySummary,
+    JobStatus,
+    Pattern,
+    Proposal,
+    StrategyMode,
+    TrialResult,
+)
+from arc_ray.study import StudyConfig, flatten_config, unflatten_config
+from trainables.toy import objective as toy_objective
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+# ------------------------------------------------------------------ helpers
+
+
+def make_results(study: StudyConfig, n: int, seed: int = 0, start: int = 0,
+                 fail: Callable[[dict[str, Any]], str | None] | None = None,
+                 objective: Callable[[dict[str, Any]], dict[str, float]] = toy_objective,
+                 cycle_size: int = 4) -> list[TrialResult]:
+    """``n`` random trials of ``study`` scored by ``objective``; ``fail(flat)`` → error class or None."""
+    rng = np.random.default_rng(seed)
+    base = flatten_config(study.baseline)
+    out = []
+    for i in range(start, start + n):
+        while True:  # a config the study's declared constraints allow
+            flat = dict(base)
+            flat.update({k: v for k, v in study.search_space.sample(rng).items()
+                         if k not in ("train_split", "val_split")})
+            if not any(c.forbids(flat) for c in study.constraints):
+                break
+        config = unflatten_config(flat)
+        cls = fail(flat) if fail else None
+        if cls:
+            out.append(TrialResult(experiment_id=f"h{i:04d}", cycle_id=i // cycle_size, status=JobStatus.FAILED,
+                                   config=config, error_class=ErrorClass(cls), duration_s=30.0))
+        else:
+            out.append(TrialResult(experiment_id=f"h{i:04d}", cycle_id=i // cycle_size, status=JobStatus.COMPLETED,
+                                   config=config, metrics=objective(config), duration_s=30.0))
+    return out
+
+
+def history_of(study: StudyConfig, results: list[TrialResult]) -> tuple[HistorySummary, pa.Table]:
+    """The real historian's summary and trials table after integrating ``results``."""
+    # a fresh folder per call, so each history holds exactly ``results``
+    os.makedirs(study.storage, exist_ok=True)
+    h = Historian(study.model_copy(update={"storage": tempfile.mkdtemp(dir=study.storage, prefix="hist-")}))
+    by_cycle: dict[int, list[TrialResult]] = {}
+    for r in results:
+        by_cycle.setdefault(r.cycle_id, []).append(r)
+    for c, rs in sorted(by_cycle.items()):
+        h.integrate_experiment_results(rs, c)
+    return h.summary(), h.trials_table()
+
+
+def context(study: StudyConfig, results: list[TrialResult] | None = None, cycle_id: int = 5,
+            mode: StrategyMode = StrategyMode.EXPLORE, quota: int = 4, **summary_updates: Any) -> AgentContext:
+    summary, table = history_of(study, results or [])
+    if summary_updates:
+        summary = summary.model_copy(update=summary_updates)
+    strategy = Director(study).plan(summary).model_copy(update={"mode": mode})
+    return AgentContext(study=study, cycle_id=cycle_id, summary=summary, strategy=strategy, trials=table, quota=quota)
+
+
+def assert_valid_proposals(study: StudyConfig, proposals: list[Proposal], ids: set[str] | None = None) -> None:
+    gen = ExperimentConfigGenerator(study)
+    for p in proposals:
+        assert len(p.experiment_id) <= 64
+        gen.validate(p.changes)  # raises if invalid
+        flat = flatten_config(p.changes)
+        assert "train_split" not in flat and "val_split" not in flat
+        if ids is not None:
+            assert p.experiment_id not in ids
+            ids.add(p.experiment_id)
+
+
+@pytest.fixture
+def single_cat_study(tmp_path):
+    return StudyConfig.from_dict({
+        "name": "onecat", "trainable": "trainables.toy:objective", "metric": "score", "mode": "max",
+        "baseline": {"model": "small", "epochs": 1},
+        "search_space": {"model": {"type": "categorical", "choices": ["small", "medium", "large"]}},
+        "storage": str(tmp_path / "h"), "executor": "inprocess"})
+
+
+@pytest.fixture
+def mixed_study(tmp_path):
+    """The flagship search space on the toy objective (no timm import), with GPUs."""
+    import yaml
+
+    space = yaml.safe_load((CONFIGS / "search_space.yaml").read_text())
+    baseline = yaml.safe_load((CONFIGS / "baseline.yaml").read_text())
+    return StudyConfig.from_dict({
+        "name": "mixed", "trainable": "trainables.toy:objective", "metric": "auc", "mode": "max",
+        "baseline": baseline, "search_space": space, "storage": str(tmp_path / "h"),
+        "resources": {"cpu": 2, "gpu": 1},
+        "constraints": [{"id": "vit_needs_224", "parameters": ["image_size"], "high": 223,
+                         "when": {"model": "vit_base_patch16_224"}, "reason": "ViT wants 224 px"}]})
+
+
+def auc_objective(config: dict[str, Any]) -> dict[str, float]:
+    """A response over the flagship space (for tests only)."""
+    f = flatten_config(config)
+    lr = math.log10(f["learning_rate"])
+    auc = 0.95 - 0.02 * (lr + 3) ** 2 - 0.2 * (f["dropout"] - 0.2) ** 2 \
+        + {"resnet50": 0.02, "efficientnet_b3": 0.03}.get(f["model"], 0.0)
+    return {"auc": auc}
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_registry_maps_names_and_names_the_valid_ones_for_an_unknown(toy_study):
+    assert proposer_class("bayesian") is BayesianProposer
+    with pytest.raises(ConfigValidationError, match="valid names are: architect, bayesian, explorer, recovery"):
+        proposer_class("genetic")
+    bad = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(
+        update={"enabled": ["bayesian", "genetic", "bayesian", "critic"]})})
+    with pytest.raises(ConfigValidationError) as err:
+        agent_classes(bad)
+    text = str(err.value)
+    assert "genetic" in text and "listed twice" in text and "fixed role" in text
+    agents = build_agents(toy_study)
+    assert list(agents) == ["director", "critic", "bayesian", "explorer", "architect", "recovery", "supervisor"]
+    assert all(a.name == n for n, a in agents.items())
+
+
+def test_register_proposer_makes_a_new_name_available(toy_study):
+    @register_proposer("baseline_only")
+    class BaselineOnly(Proposer):
+        def propose(self, ctx):
+            return [self.proposal(ctx, 1, {}, "the baseline")]
+
+    try:
+        study = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(
+            update={"enabled": ["baseline_only"]})})
+        assert agent_classes(study)["baseline_only"] is BaselineOnly
+        with pytest.raises(ValueError, match="fixed role"):
+            register_proposer("critic")(BaselineOnly)
+    finally:
+        from arc_ray.agents import registry
+
+        registry._PROPOSERS.pop("baseline_only", None)
+
+
+# ------------------------------------------------------------------ context and history view
+
+
+def test_context_pickles_with_its_history_view(toy_study):
+    ctx = context(toy_study, make_results(toy_study, 6))
+    view = ctx.history()
+    assert view.n == 6 and view.X.shape == (6, len(toy_study.search_space))
+    copy = ctx.model_copy(update={"quota": 2})
+    assert copy.history() is view  # the copy per proposer shares the computed view
+    back = pickle.loads(pickle.dumps(ctx))
+    assert back.trials.num_rows == 6 and np.allclose(back.history().X, view.X)
+
+
+def test_history_view_reads_config_json_when_columns_are_missing(toy_study):
+    table = trials_to_table(make_results(toy_study, 5))
+    slim = table.select([c for c in table.column_names if not c.startswith("config.")])
+    a = HistoryView(table, toy_study.search_space, "score", "max", toy_study.baseline)
+    b = HistoryView(slim, toy_study.search_space, "score", "max", toy_study.baseline)
+    assert np.allclose(a.X, b.X)
+    empty = HistoryView(pa.table({}), toy_study.search_space, "score", "max", toy_study.baseline)
+    assert empty.n == 0 and empty.best_index() is None
+
+
+def test_split_rule_is_kept():
+    assert keep_split_rule({"train_split": 0.7}) == {"train_split": 0.7, "val_split": 0.3}
+    assert keep_split_rule({"val_split": 0.25})["train_split"] == 0.75
+    assert keep_split_rule({"lr": 0.1}) == {"lr": 0.1}
+
+
+# ------------------------------------------------------------------ director
+
+
+def _summary(**kw: Any) -> HistorySummary:
+    base = dict(study="toy", metric="score", mode="max", n_trials=8, n_completed=8, n_cycles=3)
+    base.update(kw)
+    return HistorySummary(**base)
+
+
+def test_director_rules(toy_study):
+    d = Director(toy_study)
+    assert d.plan(_summary(n_trials=0, n_completed=0, n_cycles=0)).mode == StrategyMode.EXPLORE
+    first = d.plan(_summary(n_cycles=0))
+    assert first.mode == StrategyMode.EXPLORE and "first" in first.reason
+    failed = d.plan(_summary(n_completed=0, n_failed=8))
+    assert failed.mode == StrategyMode.RECOVER and "failed" in failed.reason
+    stag = d.plan(_summary(stagnating=True, experiments_since_improvement=9))
+    assert stag.mode == StrategyMode.RECOVER and "stagnating" in stag.reason
+    assert stag.quotas["recovery"] > 0
+    limit = toy_study.budget.max_recover_cycles_without_improvement
+    tired = d.plan(_summary(stagnating=True, modes=["explore"] + ["recover"] * limit))
+    assert tired.mode == StrategyMode.EXPLORE and "did not help" in tired.reason
+    gain = d.plan(_summary(recent_improvement=0.05))
+    assert gain.mode == StrategyMode.EXPLOIT and "0.05" in gain.reason
+    small = d.plan(_summary(recent_improvement=0.001))
+    assert small.mode == StrategyMode.EXPLORE
+    for s in (first, failed, stag, gain):
+        assert sum(s.quotas.values()) == toy_study.proposers.proposals_per_cycle
+    assert first.quotas["recovery"] == 0 and gain.quotas["recovery"] == 0
+
+
+def test_split_quota_is_exact_and_deterministic():
+    assert split_quota(6, {"a": 0.5, "b": 0.3, "c": 0.2, "d": 0.0}) == {"a": 3, "b": 2, "c": 1, "d": 0}
+    assert sum(split_quota(7, {"a": 1, "b": 1, "c": 1}).values()) == 7
+    assert split_quota(0, {"a": 1}) == {"a": 0}
+
+
+# ------------------------------------------------------------------ bayesian
+
+
+def test_bayesian_batch_is_valid_diverse_and_warm_started(toy_study):
+    results = make_results(toy_study, 12, fail=lambda f: "diverged" if f["lr"] > 0.3 else None)
+    ctx = context(toy_study, results, quota=5)
+    agent = BayesianProposer(toy_study)
+    props = agent.propose(ctx)
+    assert len(props) == 5
+    assert_valid_proposals(toy_study, props, set())
+    assert props[0].experiment_id == "c0005-bayesian-01"
+    keys = {tuple(sorted(p.changes.items())) for p in props}
+    assert len(keys) == 5
+    states = [t.state.name for t in agent._optuna.trials]
+    n_fail = sum(r.status == JobStatus.FAILED for r in results)
+    assert states.count("COMPLETE") == 12 - n_fail and n_fail > 0
+    # the asked trials never linger as pending
+    assert "RUNNING" not in states
+    # same history and cycle → same batch (a fresh sampler seeded by the cycle)
+    again = BayesianProposer(toy_study).propose(ctx)
+    assert [p.changes for p in again] == [p.changes for p in props]
+
+
+def test_bayesian_beats_random_on_the_toy_response(toy_study):
+    results = make_results(toy_study, 30, seed=1)
+    ctx = context(toy_study, results, quota=8)
+    props = BayesianProposer(toy_study).propose(ctx)
+    base = flatten_config(toy_study.baseline)
+    tpe = np.mean([toy_objective(unflatten_config({**base, **flatten_config(p.changes)}))["score"] for p in props])
+    rand = np.mean([r.metrics["score"] for r in make_results(toy_study, 200, seed=9)])
+    assert tpe > rand
+
+
+def test_bayesian_gp_sampler_and_empty_history(toy_study):
+    study = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(
+        update={"sampler": "gp", "startup_trials": 3})})
+    assert len(BayesianProposer(study).propose(context(study, [], quota=3))) == 3
+    props = BayesianProposer(study).propose(context(study, make_results(study, 6), quota=2))
+    assert len(props) == 2 and "GP" in props[0].rationale
+    assert_valid_proposals(study, props)
+
+
+# ------------------------------------------------------------------ explorer
+
+
+def test_explorer_keeps_its_distance(toy_study):
+    results = make_results(toy_study, 20)
+    ctx = context(toy_study, results, quota=4)
+    props = ExplorerProposer(toy_study).propose(ctx)
+    assert len(props) == 4
+    assert_valid_proposals(toy_study, props)
+    view = ctx.history()
+    axes = view.axes(toy_study.proposers.exclude)
+    pts = np.array([view.unit(flatten_config(p.changes))[axes] for p in props])
+    md = toy_study.proposers.min_distance
+    assert nearest_distance(pts, view.X[:, axes]).min() >= md
+    for i in range(len(pts)):
+        assert nearest_distance(pts[i:i + 1], np.delete(pts, i, axis=0)).min() >= md
+
+
+def test_explorer_and_others_on_a_single_categorical_space(single_cat_study):
+    s = single_cat_study
+    ran = [TrialResult(experiment_id="a", cycle_id=0, status=JobStatus.COMPLETED,
+                       config={"model": "small", "epochs": 1}, metrics={"score": 0.5})]
+    ctx = context(s, ran, quota=4)
+    props = ExplorerProposer(s).propose(ctx)
+    assert {p.changes["model"] for p in props} <= {"medium", "large"} and props
+    all_run = [TrialResult(experiment_id=m, cycle_id=0, status=JobStatus.COMPLETED,
+                           config={"model": m, "epochs": 1}, metrics={"score": 0.5}) for m in ("small", "medium", "large")]
+    ctx = context(s, all_run, quota=4)
+    assert ExplorerProposer(s).propose(ctx) == []  # nowhere new to go
+    for cls in (BayesianProposer, ArchitectProposer, RecoveryProposer):
+        for p in cls(s).propose(ctx):
+            assert p.changes["model"] in ("small", "medium", "large")
+
+
+# ------------------------------------------------------------------ architect
+
+
+def test_architect_follows_patterns_and_asks_gpu_for_large_models(mixed_study):
+    results = make_results(mixed_study, 16, objective=auc_objective)
+    pattern = Pattern(parameter="model", value="efficientnet_b5", support=4, lift=2.0)
+    ctx = context(mixed_study, results, quota=4, patterns=[pattern])
+    props = ArchitectProposer(mixed_study).propose(ctx)
+    assert props and all(p.type.value == "architecture_change" for p in props)
+    assert_valid_proposals(mixed_study, props)
+    b5 = [p for p in props if p.changes.get("model") == "efficientnet_b5"]
+    assert b5 and "lift 2.00" in b5[0].rationale
+    assert b5[0].resources is not None and b5[0].resources.gpu == 2.0
+    # a ViT gets the image size its constraint asks for
+    vit = Pattern(parameter="model", value="vit_base_patch16_224", support=3, lift=3.0)
+    best = ctx.summary.best_config
+    small_img = {**flatten_config(best), "image_size": 64}
+    res2 = [r.model_copy(update={"config": unflatten_config(small_img) if i == 0 else r.config,
+                                 "metrics": {"auc": 0.99} if i == 0 else r.metrics})
+            for i, r in enumerate(results)]
+    ctx2 = context(mixed_study, res2, quota=3, patterns=[vit])
+    (p,) = [p for p in ArchitectProposer(mixed_study).propose(ctx2) if p.changes["model"] != best["model"]]
+    assert p.changes["model"] == "vit_base_patch16_224" and p.changes["image_size"] >= 224
+    assert "vit_needs_224" in p.rationale
+    # no GPUs in the study → no GPU asked
+    cpu = mixed_study.model_copy(update={"resources": mixed_study.resources.model_copy(update={"gpu": 0.0})})
+    assert all(p.resources is None for p in ArchitectProposer(cpu).propose(context(cpu, results, quota=4, patterns=[pattern])))
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def test_recovery_from_all_failures_restarts_safer(mixed_study):
+    results = make_results(mixed_study, 6, fail=lambda f: "oom")
+    ctx = context(mixed_study, results, mode=StrategyMode.RECOVER, quota=3)
+    props = RecoveryProposer(mixed_study).propose(ctx)
+    assert len(props) == 3
+    assert_valid_proposals(mixed_study, props)
+    base = flatten_config(mixed_study.baseline)
+    safer = props[0]
+    assert "safer" in safer.rationale
+    assert safer.changes["learning_rate"] < base["learning_rate"] and safer.changes["batch_size"] < base["batch_size"]
+    assert any("restart from the baseline" in p.rationale for p in props)
+
+
+def test_recovery_works_around_the_best(toy_study):
+    results = make_results(toy_study, 12)
+    ctx = context(toy_study, results, mode=StrategyMode.RECOVER, quota=4)
+    props = RecoveryProposer(toy_study).propose(ctx)
+    assert len(props) == 4 and all(ctx.summary.best_experiment_id in p.rationale for p in props[:2])
+    assert_valid_proposals(toy_study, props)
+
+
+# ------------------------------------------------------------------ critic and votes
+
+
+def test_critic_forecasts_and_rejects_high_risk_with_numbers(toy_study):
+    # the region x > 0.5 always fails
+    results = make_results(toy_study, 40, fail=lambda f: "crash" if f["x"] > 0.5 else None)
+    ctx = context(toy_study, results, mode=StrategyMode.EXPLOIT)
+    good = Proposal(experiment_id="good", changes={"x": 0.3, "lr": 0.01, "model": "medium", "layers": 3}, proposer="t")
+    risky = Proposal(experiment_id="risky", changes={"x": 0.95, "lr": 0.01, "model": "medium", "layers": 3}, proposer="t")
+    preds = Critic(toy_study).assess([good, risky], ctx)
+    assert preds[1].failure_probability > preds[0].failure_probability
+    assert not preds[0].is_prior and preds[0].mean > preds[1].mean
+    # a risk cap between the two forecasts: the risky one is rejected, with its numbers
+    cap = (preds[0].failure_probability + preds[1].failure_probability) / 2
+    capped = toy_study.model_copy(update={"supervisor": toy_study.supervisor.model_copy(
+        update={"max_failure_probability": cap})})
+    votes = {v.experiment_id: v for v in Critic(capped).vote([good, risky], ctx)}
+    assert votes["good"].approve and votes["good"].score > votes["risky"].score
+    assert not votes["risky"].approve
+    assert "risk cap" in votes["risky"].rationale
+    assert f"P(fail) {preds[1].failure_probability:.2f}" in votes["risky"].rationale
+    assert f"predicted score {preds[1].mean:.4g}" in votes["risky"].rationale
+
+
+def test_proposers_vote_on_others_only(toy_study):
+    results = make_results(toy_study, 16, fail=lambda f: "oom" if f["layers"] >= 6 else None)
+    ctx = context(toy_study, results)
+    mine = Proposal(experiment_id="m", changes={"x": 0.1}, proposer="bayesian")
+    theirs = Proposal(experiment_id="t", changes={"x": 0.2}, proposer="explorer")
+    for cls in (BayesianProposer, ExplorerProposer, RecoveryProposer):
+        agent = cls(toy_study)
+        votes = agent.vote([mine, theirs], ctx)
+        assert all(v.experiment_id != "m" or agent.name != "bayesian" for v in votes)
+        assert all(0 <= v.score <= 1 and v.rationale for v in votes)
+    assert [v.experiment_id for v in BayesianProposer(toy_study).vote([mine, theirs], ctx)] == ["t"]
+    d = Director(toy_study)
+    for mode in StrategyMode:
+        c = ctx.model_copy(update={"strategy": ctx.strategy.model_copy(update={"mode": mode})})
+        assert len(d.vote([mine, theirs], c)) == 2
