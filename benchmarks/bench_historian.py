@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from arc_ray.historian import Historian
 from arc_ray.historian.schema import trials_to_table
@@ -163,7 +162,8 @@ def main() -> None:
 
         h, j = statistics.median(hist_times), statistics.median(json_times)
         print(f"integrate {args.batch} + summary(), median of {args.reps}:")
-        print(f"  historian (Parquet): {h * 1e3:8.1f} ms   (integrate {statistics.median(integrate_times) * 1e3:.1f} ms)")
+        integrate = statistics.median(integrate_times)
+        print(f"  historian (Parquet): {h * 1e3:8.1f} ms   (integrate {integrate * 1e3:.1f} ms)")
         print(f"  seed (one JSON)    : {j * 1e3:8.1f} ms")
         print(f"  speedup            : {j / h:8.1f}x   (target >= 20x)")
         print(f"summary() alone, analyses recomputed: median {statistics.median(cold_summary) * 1e3:.1f} ms, "

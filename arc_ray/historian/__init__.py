@@ -7,6 +7,8 @@
 - :mod:`~arc_ray.historian.schema`: the tables' columns (documented there and in the README).
 - :mod:`~arc_ray.historian.analysis`: pure functions over the trials table (best,
   trend, stagnation, patterns, learned constraints).
+- :mod:`~arc_ray.historian.frame`: the trials table's columns as numpy, grown per batch,
+  which keeps the analyses fast at 100,000 trials.
 
 Reading needs nothing of ARC (``read_table(study_dir)`` is a convenience that also
 honours compaction and de-duplicates): ``pyarrow.dataset.dataset("<study>/trials")``,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from arc_ray.historian import analysis
 from arc_ray.historian.analysis import ConstraintRule, Stagnation
+from arc_ray.historian.frame import Frame
 from arc_ray.historian.historian import Historian
 from arc_ray.historian.store import TABLES, DatasetView, ParquetStore, concat_unified, read_table
 
@@ -24,6 +27,7 @@ __all__ = [
     "TABLES",
     "ConstraintRule",
     "DatasetView",
+    "Frame",
     "Historian",
     "ParquetStore",
     "Stagnation",

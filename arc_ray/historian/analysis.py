@@ -400,9 +400,10 @@ def _constraint(rule: ConstraintRule, params: tuple[str, ...], when: dict[str, A
     name = " × ".join(params)
     scope = ", ".join(f"{k}={v}" for k, v in when.items())
     runs = f"runs with {scope}" if scope else "runs"
-    reason = f"{n_failed} {runs} {_WHAT.get(rule.error_class, 'failed (' + rule.error_class.value + ')')} at {name} ≥ {low:g}; "
+    what = _WHAT.get(rule.error_class, f"failed ({rule.error_class.value})")
+    reason = f"{n_failed} {runs} {what} at {name} ≥ {low:g}; "
     reason += (f"all {succ.size} successful {runs} had {name} ≤ {succ.max():g}" if succ.size
-               else f"no such run has succeeded")
+               else "no such run has succeeded")
     ident = f"learned:{rule.error_class.value}:{'*'.join(params)}" + (
         ":" + ",".join(f"{k}={v}" for k, v in when.items()) if when else "")
     return Constraint(id=ident, parameters=list(params), low=low, when=when, reason=reason,

@@ -97,7 +97,7 @@ class Frame:
                 self._add_numeric(name, col)
             elif kind == "cat":
                 self._add_categorical(name, col)
-        for name, buf in [*self._num.items(), *self._cat.items()]:
+        for buf in [*self._num.values(), *self._cat.values()]:  # columns this batch lacks
             if buf.n < self.n + m:
                 buf.pad(self.n + m - buf.n)
         if "cycle_id" in table.column_names:

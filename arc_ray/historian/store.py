@@ -512,5 +512,5 @@ def read_table(study_dir: str, table: str = "trials") -> pa.Table:
     return DatasetView(store, table, key, keep).table  # type: ignore[arg-type]
 
 
-__all__ = ["DatasetView", "ParquetStore", "PartFile", "Snapshot", "TABLES", "TABLE_KEYS", "concat_unified", "read_table",
-           "resolve_filesystem"]
+__all__ = ["DatasetView", "ParquetStore", "PartFile", "Snapshot", "TABLES", "TABLE_KEYS", "concat_unified",
+           "read_table", "resolve_filesystem"]
