@@ -25,8 +25,6 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import (
     ConfigValidationError,
@@ -35,22 +33,11 @@ from arc_ray.errors import (
     TrainingOutOfMemoryError,
     Violation,
 )
+from arc_ray.executor import Job
 from arc_ray.records import Decision, ErrorClass, JobStatus, Proposal, Resources, TrialResult
 from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-
-class Job(BaseModel):
-    """One submitted trial."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    experiment_id: str
-    cycle_id: int
-    config: dict[str, Any]
-    resources: Resources = Field(default_factory=Resources)
-    status: JobStatus = JobStatus.PENDING
 
 
 def error_class_of(exc: BaseException) -> ErrorClass:
@@ -238,7 +225,7 @@ class InProcessExecutor:
             return TrialResult(experiment_id=experiment_id, cycle_id=job.cycle_id, status=job.status,
                                config=job.config, resources=job.resources)
 
-    def cancel(self, experiment_ids: Iterable[str]) -> list[str]:
+    def cancel(self, experiment_ids: Iterable[str], reason: str = "cancelled") -> list[str]:
         """Cancel queued trials (a running call cannot be stopped); returns the ids cancelled."""
         done = []
         with self._cond:
@@ -248,11 +235,16 @@ class InProcessExecutor:
                     job.status = JobStatus.CANCELLED
                     self._results[eid] = TrialResult(experiment_id=eid, cycle_id=job.cycle_id,
                                                      status=JobStatus.CANCELLED, config=job.config,
-                                                     error_message="cancelled before it ran",
+                                                     error_message=f"{reason} before it ran",
                                                      resources=job.resources)
                     done.append(eid)
             self._cond.notify_all()
         return done
+
+    def jobs(self, cycle_id: int | None = None) -> list[Job]:
+        """Snapshots of the submitted jobs (of one cycle, or all)."""
+        with self._cond:
+            return [j.model_copy() for j in self._jobs.values() if cycle_id is None or j.cycle_id == cycle_id]
 
     def resume(self, cycle_id: int) -> list[Job]:
         """The jobs of ``cycle_id`` this executor still holds. Nothing in-process survives
@@ -260,7 +252,7 @@ class InProcessExecutor:
         with self._cond:
             return [j.model_copy() for j in self._jobs.values() if j.cycle_id == cycle_id]
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float | None = 30.0) -> None:
         """Cancel what is queued and stop the worker thread (after the running call)."""
         with self._cond:
             if self._closed:
@@ -269,7 +261,7 @@ class InProcessExecutor:
         self.cancel(list(self._jobs))
         self._queue.put(None)
         if self._worker is not None:
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=timeout)
 
 
-__all__ = ["InProcessExecutor", "Job", "error_class_of"]
+__all__ = ["InProcessExecutor", "error_class_of"]
