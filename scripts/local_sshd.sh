@@ -53,12 +53,34 @@ make_key() {
   grep -qF "$pub" "$auth" || echo "from=\"127.0.0.1\" $pub arc-local-cluster" >> "$auth"
 }
 
+BASHRC_BEGIN="# >>> arc-local-cluster >>>"
+BASHRC_END="# <<< arc-local-cluster <<<"
+
+add_path_hook() {
+  # Ray runs every remote command as `bash --login -i -c 'source ~/.bashrc; ...'`, and a
+  # login shell resets PATH; this puts the project's environment first again, only in
+  # sessions of this sshd (it sets ARC_LOCAL_CLUSTER), so `ray stop` (ray up, ray down)
+  # finds Ray. `stop` removes it.
+  touch "$HOME/.bashrc"
+  grep -qF "$BASHRC_BEGIN" "$HOME/.bashrc" && return
+  cat >> "$HOME/.bashrc" <<'EOF'
+# >>> arc-local-cluster >>>
+if [ -n "${ARC_LOCAL_CLUSTER:-}" ] && [ -d "$HOME/arc-ray/.venv/bin" ]; then export PATH="$HOME/arc-ray/.venv/bin:$PATH"; fi
+# <<< arc-local-cluster <<<
+EOF
+}
+
+remove_path_hook() {
+  [ -f "$HOME/.bashrc" ] && sed -i "/^$BASHRC_BEGIN\$/,/^$BASHRC_END\$/d" "$HOME/.bashrc" || true
+}
+
 link_project() {
   local link="$HOME/arc-ray"
   if [ -L "$link" ] || [ -e "$link" ]; then
     [ "$(readlink -f "$link")" = "$REPO" ] || log "warning: $link exists and is not this checkout ($REPO); the cluster will use $link"
   else
     ln -s "$REPO" "$link"
+    echo "$link" > "$STATE/created_link"
   fi
 }
 
@@ -66,10 +88,11 @@ start() {
   if pid="$(running_pid)"; then log "already running (pid $pid)"; return; fi
   install_packages
   port_open && die "127.0.0.1:22 is already taken by an sshd this script did not start; authorize $KEY.pub there, or stop it"
-  make_key
-  link_project
   mkdir -p "$STATE" /run/sshd
   chmod 700 "$STATE"
+  make_key
+  link_project
+  add_path_hook
   [ -f "$STATE/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_key"
   cat > "$STATE/sshd_config" <<EOF
 Port 22
@@ -86,13 +109,16 @@ UsePAM no
 X11Forwarding no
 AllowTcpForwarding local
 Subsystem sftp internal-sftp
+SetEnv ARC_LOCAL_CLUSTER=1
 EOF
   /usr/sbin/sshd -t -f "$STATE/sshd_config" || die "sshd rejects $STATE/sshd_config"
   if unshare --pid --fork --mount-proc true 2>/dev/null; then
+    echo yes > "$STATE/pid_namespace"
     setsid unshare --pid --fork --mount-proc --kill-child \
       /usr/sbin/sshd -D -e -f "$STATE/sshd_config" >"$STATE/sshd.log" 2>&1 < /dev/null &
   else
     log "warning: no PID namespace here; \`ray stop\` through this sshd reaches every Ray process of $USER_NAME"
+    echo no > "$STATE/pid_namespace"
     setsid /usr/sbin/sshd -D -e -f "$STATE/sshd_config" >"$STATE/sshd.log" 2>&1 < /dev/null &
   fi
   echo $! > "$STATE/launcher.pid"
@@ -116,12 +142,16 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
     log "stopped (pid $pid)"
   fi
+  remove_path_hook
+  if [ -f "$STATE/created_link" ]; then rm -f "$(cat "$STATE/created_link")"; fi
   rm -rf "$STATE"
 }
 
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  status) if pid="$(running_pid)"; then echo "running (pid $pid)"; else echo "stopped"; exit 3; fi ;;
+  status)
+    if pid="$(running_pid)"; then echo "running (pid $pid, PID namespace: $(cat "$STATE/pid_namespace"))"
+    else echo "stopped"; exit 3; fi ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
