@@ -13,17 +13,20 @@
 # and `ray stop` ends every Ray process of the user on the machine; in the namespace it
 # sees only the cluster's own. Stopping sshd (namespace PID 1) ends them all with it.
 # Needs root (port 22, the privilege-separation directory); state lives in $ARC_SSHD_DIR.
+# ARC_SSHD_PORT picks another port when 22 is taken (Ray's SSH has no port option: reach
+# it with `auth: ssh_proxy_command` in the cluster file, see tests/test_cluster.py).
 set -euo pipefail
 
 STATE="${ARC_SSHD_DIR:-/tmp/arc-local-sshd}"
 KEY="${ARC_SSH_KEY:-$HOME/.ssh/arc_local_cluster}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 USER_NAME="$(id -un)"
+PORT="${ARC_SSHD_PORT:-22}"
 
 log() { echo "local_sshd: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-port_open() { (exec 3<>/dev/tcp/127.0.0.1/22) 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 running_pid() {
   [ -f "$STATE/launcher.pid" ] || return 1
@@ -87,7 +90,7 @@ link_project() {
 start() {
   if pid="$(running_pid)"; then log "already running (pid $pid)"; return; fi
   install_packages
-  port_open && die "127.0.0.1:22 is already taken by an sshd this script did not start; authorize $KEY.pub there, or stop it"
+  port_open && die "127.0.0.1:$PORT is already taken by an sshd this script did not start; authorize $KEY.pub there, or stop it"
   mkdir -p "$STATE" /run/sshd
   chmod 700 "$STATE"
   make_key
@@ -95,7 +98,7 @@ start() {
   add_path_hook
   [ -f "$STATE/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_key"
   cat > "$STATE/sshd_config" <<EOF
-Port 22
+Port $PORT
 ListenAddress 127.0.0.1
 HostKey $STATE/host_key
 PidFile $STATE/sshd.pid
@@ -123,9 +126,9 @@ EOF
   fi
   echo $! > "$STATE/launcher.pid"
   for _ in $(seq 50); do
-    if ssh -q -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    if ssh -q -p "$PORT" -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o ConnectTimeout=2 "$USER_NAME@127.0.0.1" true 2>/dev/null; then
-      log "sshd on 127.0.0.1:22 (pid $(cat "$STATE/launcher.pid")), key $KEY"
+      log "sshd on 127.0.0.1:$PORT (pid $(cat "$STATE/launcher.pid")), key $KEY"
       return
     fi
     sleep 0.2

@@ -109,6 +109,16 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float, check: bool = True
     return proc
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _cluster_processes(marker: str) -> list[str]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -138,6 +148,13 @@ def test_ray_up_over_ssh_runs_one_cycle_then_ray_down(tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "cluster-local.yaml").read_text())
     config["cluster_name"] = f"arc-local-test-{os.getpid()}"
     config["auth"]["ssh_user"] = getpass.getuser()
+    if _listening(22):  # a system sshd: ours takes another port, reached through a proxy command
+        from arc_ray.cluster import free_port
+
+        port = free_port()
+        env["ARC_SSHD_PORT"] = str(port)
+        config["auth"]["ssh_proxy_command"] = (
+            f"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; cat <&3 & exec cat >&3'")
     cluster_file = tmp_path / "cluster-local.yaml"
     cluster_file.write_text(yaml.safe_dump(config, sort_keys=False))
     history = tmp_path / "history"
