@@ -285,6 +285,34 @@ def history_frame(study: "StudyConfig", top: int | None) -> Any:
     return df.head(top) if top else df
 
 
+def history_table(study: "StudyConfig", df: Any) -> str:
+    """The terminal view: rank, id, cycle, status, metric, proposer, time, changes from baseline."""
+    import pandas as pd
+
+    from arc_ray.study import flatten_config
+
+    base = flatten_config(study.baseline)
+    metric = f"metric.{study.metric}"
+    rows = []
+    for rank, (_, r) in enumerate(df.iterrows(), 1):
+        changes = []
+        for name in study.search_space.names:
+            value = r.get(f"config.{name}")
+            if value is None or (isinstance(value, float) and value != value) or value == base.get(name):
+                continue
+            changes.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+        text = ", ".join(changes) or "(baseline)"
+        rows.append({"#": rank, "experiment": r["experiment_id"], "cycle": r["cycle_id"], "status": r["status"],
+                     study.metric: r.get(metric), "proposer": r.get("proposer"),
+                     "time_s": r.get("duration_s"), "error": r.get("error_class") or "",
+                     "changes from baseline": text if len(text) <= 70 else text[:67] + "..."})
+    view = pd.DataFrame(rows)
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):
+        width = int(view["changes from baseline"].str.len().max())
+        return view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="",
+                              formatters={"changes from baseline": lambda t: f"{t:<{width}}"})
+
+
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     study = _load(args.config)
     if args.top is not None and args.top < 0:
@@ -295,12 +323,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     elif args.format == "json":
         out.write(df.to_json(orient="records", indent=1) + "\n")
     else:
-        short = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metric.", "config.")) else c)
-        short = short.loc[:, ~short.columns.duplicated()]
-        import pandas as pd
-
-        with pd.option_context("display.width", 200, "display.max_columns", 12, "display.precision", 4):
-            out.write(short.to_string(index=False) + "\n")
+        out.write(history_table(study, df) + "\n")
     return EXIT_OK
 
 
@@ -377,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``arc``; returns the exit code."""
     out = out or sys.stdout
+    # Tune's new console output prints an experiment banner even when asked to be silent;
+    # the legacy reporter honours verbose=0, so our progress lines stay readable.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "make-data":

@@ -106,8 +106,9 @@ def test_history_formats_and_order(toy_study, capsys):
 
     code, out, _ = run_cli(["history", toy_config(toy_study)], capsys)
     lines = out.splitlines()
-    assert code == EXIT_OK and len(lines) == 11 and "experiment_id" in lines[0] and "score" in lines[0]
-    assert lines[1].split()[0] == rows[0]["experiment_id"]
+    assert code == EXIT_OK and len(lines) == 11 and "experiment" in lines[0] and "score" in lines[0]
+    assert lines[1].split()[:2] == ["1", rows[0]["experiment_id"]]
+    assert "x=" in lines[1] and "changes from baseline" in lines[0]
 
 
 def test_history_of_a_min_study_ranks_lowest_first(toy_study, capsys, tmp_path):
