@@ -74,10 +74,15 @@ def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = Non
     fr = _frame(table, frame)
 
     def compute() -> Scored:
-        order = history_order(table, frame=fr)
-        values = fr.floats(METRIC_PREFIX + metric)[order]
-        keep = fr.equals("status", COMPLETED)[order] & np.isfinite(values)
-        rows, vals = order[keep], values[keep]
+        values = fr.floats(METRIC_PREFIX + metric)
+        keep = fr.equals("status", COMPLETED) & np.isfinite(values)
+        t = fr.floats("integrated_at")
+        if t.size < 2 or np.all(t[1:] >= t[:-1]):  # the usual case: rows already in order
+            rows = np.flatnonzero(keep)
+        else:
+            order = history_order(table, frame=fr)
+            rows = order[keep[order]]
+        vals = values[rows]
         return Scored(rows, vals, sign * vals, sign)
 
     return fr.memo(("scored", metric, mode), compute)
@@ -271,8 +276,11 @@ def find_patterns(table: pa.Table, metric: str, mode: str, params: Sequence[str]
     if n < min_rows:
         return []
     k = max(1, math.ceil(n * top_fraction))
-    is_top = np.zeros(n, dtype=bool)
-    is_top[np.argpartition(-sc.scores, k - 1)[:k]] = True
+    # Each row's state: 0 not ranked, 1 ranked, 2 in the top; one bincount per parameter
+    # over (code, state) then gives both the overall and the top counts, with no gathers.
+    state = np.zeros(fr.n, dtype=np.int64)
+    state[sc.rows] = 1
+    state[sc.rows[np.argpartition(-sc.scores, k - 1)[:k]]] = 2
     names = [CONFIG_PREFIX + p for p in params] if params is not None else [
         c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
     found: list[Pattern] = []
@@ -280,33 +288,29 @@ def find_patterns(table: pa.Table, metric: str, mode: str, params: Sequence[str]
         if not fr.has(col_name):
             continue
         labels: list[Any]
-        if fr.is_numeric(col_name):
-            small = fr.small_values(col_name)
-            x = fr.floats(col_name)
-            if small is None:
-                codes_all, edges = fr.quartile_bins(col_name, sc.rows, key=(metric, mode))
-                vals = x[sc.rows]
-                fin = vals[np.isfinite(vals)]
-                if fin.size == 0:
-                    continue
-                lo, hi = [float(fin.min()), *edges.tolist()], [*edges.tolist(), float(fin.max())]
-                labels = [[a, b] for a, b in zip(lo, hi)]
-            else:
-                grid = np.asarray(small, dtype=float)
-                codes_all = np.where(np.isfinite(x), np.searchsorted(grid, x), -1)
-                labels = [int(v) if fr.is_integer(col_name) else float(v) for v in small]
-        else:
+        if not fr.is_numeric(col_name):
             codes_all, labels = fr.codes(col_name)
-        codes = codes_all[sc.rows]
-        valid = codes >= 0
-        if len(labels) < 2 or not valid.any():
+        elif fr.small_values(col_name) is not None:
+            codes_all, small = fr.small_codes(col_name)
+            labels = [int(v) if fr.is_integer(col_name) else float(v) for v in small]
+        else:
+            codes_all, edges = fr.quartile_bins(col_name, sc.rows, key=(metric, mode))
+            vals = fr.floats(col_name)[sc.rows]
+            fin = vals[np.isfinite(vals)]
+            if fin.size == 0:
+                continue
+            lo, hi = [float(fin.min()), *edges.tolist()], [*edges.tolist(), float(fin.max())]
+            labels = [[a, b] for a, b in zip(lo, hi)]
+        if len(labels) < 2:
             continue
-        all_counts = np.bincount(codes[valid], minlength=len(labels))
-        top_counts = np.bincount(codes[valid & is_top], minlength=len(labels))
-        n_top = int((valid & is_top).sum())
+        counts = np.bincount((codes_all + 1) * 3 + state, minlength=(len(labels) + 1) * 3)
+        counts = counts.reshape(-1, 3)[1:]  # drop the null code
+        top_counts = counts[:, 2]
+        all_counts = counts[:, 1] + top_counts
+        n_all, n_top = int(all_counts.sum()), int(top_counts.sum())
         if n_top == 0:
             continue
-        all_share = all_counts / valid.sum()
+        all_share = all_counts / n_all
         top_share = top_counts / n_top
         with np.errstate(divide="ignore", invalid="ignore"):
             lift = np.where(all_share > 0, top_share / all_share, 0.0)

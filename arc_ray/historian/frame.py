@@ -167,14 +167,35 @@ class Frame:
         return buf.view(), self._values[name]
 
     def equals(self, name: str, value: Any) -> np.ndarray:
-        codes, _ = self.codes(name)
-        code = self._index.get(name, {}).get(value)
-        return codes == code if code is not None else np.zeros(self.n, dtype=bool)
+        """Rows whose categorical ``name`` is ``value`` (memoised until the frame grows)."""
+        def compute() -> np.ndarray:
+            codes, _ = self.codes(name)
+            code = self._index.get(name, {}).get(value)
+            return codes == code if code is not None else np.zeros(self.n, dtype=bool)
+
+        return self.memo(("equals", name, value), compute)
 
     def small_values(self, name: str) -> list[float] | None:
         """The distinct values of a numeric column when there are at most 8, else ``None``."""
         seen = self._distinct.get(name)
         return None if seen is None else sorted(seen)
+
+    def small_codes(self, name: str) -> tuple[np.ndarray, list[float]]:
+        """Codes of a numeric column with few values (index into its sorted values; -1 for NaN),
+        coded once per row and recoded only when a new value appears."""
+        values = self.small_values(name)
+        if values is None:
+            raise ValueError(f"{name} has more than {_SMALL} distinct values")
+        x = self.floats(name)
+        cache = self._bins.get((name, "small"))
+        if cache is None or cache["values"] != values:
+            cache = {"values": values, "codes": _Buffer(np.int64, -1)}
+            self._bins[(name, "small")] = cache
+        codes: _Buffer = cache["codes"]
+        if codes.n < self.n:
+            new = x[codes.n:]
+            codes.append(np.where(np.isfinite(new), np.searchsorted(np.asarray(values), new), -1))
+        return codes.view(), values
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once until the frame grows (shared by the analyses of one summary)."""
