@@ -101,15 +101,22 @@ class TrainingExecutor:
             same resources (default ``True``), which saves a process start per trial.
             Turn it off for trainables that leak state between runs in one process.
         cancel_grace_s: how long :meth:`shutdown` waits for Tune to wind down.
+        checkpoints_to_keep: Tune's ``CheckpointConfig(num_to_keep)`` per trial. The
+            default ``None`` keeps every checkpoint a trainable reports: Tune deletes old
+            checkpoints before its (periodic) experiment snapshot records the new one, so
+            a driver killed in between would find a restored trial's checkpoint gone. Set
+            it to bound disk use when checkpoints are large.
 
     Thread safety: every public method may be called from any thread; Tune's hooks run
     on the executor's background threads. Returned :class:`Job` objects are snapshots.
     """
 
     def __init__(self, study: "StudyConfig", trainable: Callable[..., Any] | None = None, *,
-                 reuse_actors: bool = True, cancel_grace_s: float = 30.0) -> None:
+                 reuse_actors: bool = True, cancel_grace_s: float = 30.0,
+                 checkpoints_to_keep: int | None = None) -> None:
         self.study = study
         self.reuse_actors = reuse_actors
+        self.checkpoints_to_keep = checkpoints_to_keep
         self.cancel_grace_s = cancel_grace_s
         self._user_trainable = trainable
         self._trial_fn: Callable[..., Any] | None = None
@@ -349,7 +356,7 @@ class TrainingExecutor:
                 # Tune's CSV and TensorBoard copies of the same numbers are not written.
                 callbacks=[ArcCallback(run.token), JsonLoggerCallback(), _NoCSVLogger(), _NoTBXLogger()],
                 failure_config=tune.FailureConfig(max_failures=self.study.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=self.checkpoints_to_keep),
                 verbose=0,
             ),
         )
