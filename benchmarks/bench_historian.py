@@ -169,7 +169,7 @@ def main() -> None:
         print(f"  speedup            : {j / h:8.1f}x   (target >= 20x)")
         print(f"summary() alone, analyses recomputed: median {statistics.median(cold_summary) * 1e3:.1f} ms, "
               f"max {max(cold_summary) * 1e3:.1f} ms   (target < 100 ms); CPU time median "
-              f"{statistics.median(cold_cpu) * 1e3:.1f} ms (wall minus waiting for a busy CPU)")
+              f"{statistics.median(cold_cpu) * 1e3:.1f} ms (process CPU time: wall time also counts waiting for a CPU on a shared machine)")
         print(f"summary: best {summary.best_value:.4f} ({summary.best_experiment_id}), "
               f"{len(summary.patterns)} patterns, {len(summary.constraints)} learned constraints, "
               f"{summary.gpu_hours_used:.0f} GPU hours")
