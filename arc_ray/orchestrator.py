@@ -210,6 +210,14 @@ def results_from_history(trials: "pa.Table", cycle_id: int) -> list[TrialResult]
     return out
 
 
+def cycle_ids(historian: Any) -> dict[str, set[int]]:
+    """Cycle ids a historian knows: ``decided`` (decisions logged), ``done`` (cycle logged),
+    ``ran`` (trials stored). Runs inside the historian actor via ``__ray_call__``."""
+    return {"decided": set(_ints(historian.decisions_table(), "cycle_id")),
+            "done": set(_ints(historian.cycles_table(), "cycle_id")),
+            "ran": set(_ints(historian.trials_table(), "cycle_id"))}
+
+
 def _served_study(instance: Any) -> str:
     """Runs inside an actor: which study it serves (to tell a reusable actor from a stale one)."""
     return instance.study.model_dump_json()
@@ -364,18 +372,19 @@ class Orchestrator:
 
         return ray.get(call)
 
+    def _cycle_ids(self) -> dict[str, set[int]]:
+        # computed inside the historian actor: only the ids travel, not the tables
+        return self._get(self.historian.__ray_call__.remote(cycle_ids))
+
     def pending_cycle(self) -> int | None:
         """The oldest cycle whose decisions are logged but which is not finished, if any."""
-        decided = set(_ints(self._get(self.historian.decisions_table.remote()), "cycle_id"))
-        done = set(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
-        pending = sorted(decided - done)
+        ids = self._cycle_ids()
+        pending = sorted(ids["decided"] - ids["done"])
         return pending[0] if pending else None
 
     def next_cycle_id(self) -> int:
         """The id the next new cycle gets: one past every cycle the history mentions (first: 1)."""
-        seen = set(_ints(self._get(self.historian.decisions_table.remote()), "cycle_id"))
-        seen |= set(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
-        seen |= set(_ints(self._get(self.historian.trials_table.remote()), "cycle_id"))
+        seen = set().union(*self._cycle_ids().values())
         return max(seen) + 1 if seen else 1
 
     # strategy of a decided cycle, kept beside the history so a resumed cycle logs its mode
@@ -420,7 +429,8 @@ class Orchestrator:
         self._save_strategy(cycle_id, decided.strategy)
         self._get(self.historian.log_decisions.remote(decisions))
         t3 = time.perf_counter()
-        self.timings = {"summary": t1 - t0, "decide": t2 - t1, "log_decisions": t3 - t2}
+        self.timings = {"summary": t1 - t0, "decide": t2 - t1, "log_decisions": t3 - t2,
+                        **{f"decide.{k}": v for k, v in getattr(decided, "timings", {}).items()}}
         self._emit(cycle_id, "logged", message=_count_outcomes(decisions))
         report = CycleReport(study=self.study.name, cycle_id=cycle_id, strategy=decided.strategy,
                              decisions=decisions, decision_time_s=t3 - t0, offline=self.offline_mode,
