@@ -336,29 +336,35 @@ class RayNode:
         return self.process.pid  # start_new_session: the leader's pid is the group id
 
     def pids(self) -> list[int]:
-        """Every live process of this node (the group started with it; zombies excluded)."""
-        out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                # /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == self.pgid:
-                out.append(int(entry.name))
-        return out
+        """Every live process of this node: its process group and their descendants.
+
+        Ray starts each worker process in a process group of its own, under the raylet,
+        so the group alone would miss the trials.
+        """
+        procs = _process_table()
+        members = {pid for pid, (_, pgid, state) in procs.items() if pgid == self.pgid and state != "Z"}
+        frontier = list(members)
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _, state) in procs.items():
+                if ppid == parent and pid not in members and state != "Z":
+                    members.add(pid)
+                    frontier.append(pid)
+        return sorted(members)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the whole node at once (a node failure)."""
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL every process of the node at once (a node failure)."""
+        deadline = time.time() + 10
+        while (pids := self.pids()) and time.time() < deadline:
+            for pid in pids:  # again until none is left: one may have been forking just now
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
         self.process.wait(timeout=30)
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -373,12 +379,22 @@ class RayNode:
         deadline = time.time() + 5
         while self.pids() and time.time() < deadline:
             time.sleep(0.2)
+        self.kill()
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid → (ppid, pgid, state) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self.alive():
-            self.process.wait(timeout=10)
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
 
 
 def start_node(*, head: bool, temp_dir: str, address: str | None = None,
