@@ -1,0 +1,87 @@
+"""The Python API: make_study's checks, the README's example as written, and examples/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arc_ray.api import default_baseline, make_study, run_study
+from arc_ray.errors import ConfigValidationError
+from arc_ray.study import SearchSpace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _objective(config):
+    return {"score": -config["x"] ** 2}
+
+
+def test_make_study_from_a_function(tmp_path):
+    study = make_study(_objective, {"x": {"type": "float", "low": -1, "high": 3},
+                                    "opt": {"kind": {"type": "categorical", "choices": ["a", "b"]}}},
+                       metric="score", storage=tmp_path, executor="inprocess", budget={"max_trials": 9})
+    assert study.trainable == "test_orchestrator_api:_objective" and study.name == "objective"
+    assert study.baseline == {"x": 1.0, "opt": {"kind": "b"}}  # the middle of each range
+    assert study.budget.max_trials == 9 and study.study_dir == str(tmp_path / "objective")
+    assert study.load_trainable() is _objective
+
+
+def test_default_baseline_is_log_middle_for_log_parameters():
+    space = SearchSpace.from_mapping({"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                                      "n": {"type": "int", "low": 1, "high": 4}, "f": {"type": "bool"}})
+    base = default_baseline(space)
+    assert base["lr"] == pytest.approx(1e-3) and base["n"] in (2, 3) and base["f"] is True
+
+
+def test_bad_api_input_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigValidationError, match="mode"):
+        make_study(_objective, {"x": {"type": "float", "low": 0, "high": 1}}, "score", mode="up",
+                   storage=tmp_path)
+    with pytest.raises(ConfigValidationError, match="search_space"):
+        make_study(_objective, {"x": {"low": 0}}, "score", storage=tmp_path)
+    with pytest.raises(ConfigValidationError, match="search_space.*required with a trainable"):
+        run_study(_objective, metric="score")
+    with pytest.raises(ConfigValidationError, match="already declares"):
+        run_study(str(ROOT / "configs" / "fundus-cpu.yaml"), metric="auc")
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_readme_example_runs_as_written(ray_session, tmp_path, capsys):
+    code = readme_example()
+    assert 'storage="history"' in code
+    code = code.replace('storage="history"', f"storage={str(tmp_path)!r}")
+    namespace = {"__name__": "__main__"}  # as if it were the user's script
+    exec(compile(code, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.stop_reason.value == "max_cycles" and len(result.cycles) == 2
+    assert result.n_trials == sum(len(c.results) for c in result.cycles) > 0
+    assert -2.0 < result.best_value <= 1.0 and 0.0 <= result.best_config["lr"] <= 0.1
+    assert (tmp_path / "quickstart" / "trials").is_dir()
+    out = capsys.readouterr().out
+    assert out.startswith("max_cycles ")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_example_script_runs_against_a_cluster(ray_session, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    env = dict(os.environ, RAY_ADDRESS=address, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "examples/python_api.py", "--cycles", "1", "--storage", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stopped: did the 1 cycle(s) asked for" in proc.stdout
+    best = float(re.search(r"best auc ([0-9.]+) from c0001-", proc.stdout).group(1))
+    assert 0.5 < best <= 1.0
+    assert (tmp_path / "sklearn_gbm" / "trials").is_dir()
