@@ -174,14 +174,17 @@ class ParquetStore:
     def list_files(self, table: str) -> list[tuple[str, int]]:
         """Visible part files of ``table`` as ``(name, size)``, in name (= time) order."""
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
-        try:
-            infos = self.fs.get_file_info(selector)
-        except (OSError, pa.ArrowException) as exc:
-            raise HistoryError(f"cannot list history folder {self.table_dir(table)}: {exc}") from None
-        out = [(i.base_name, i.size or 0) for i in infos
-               if i.type == pafs.FileType.File and i.base_name.startswith(_PREFIX)
-               and i.base_name.endswith(_SUFFIX)]
-        return sorted(out)
+        for _ in range(_READ_RETRIES):
+            try:
+                infos = self.fs.get_file_info(selector)
+            except FileNotFoundError:
+                continue  # an entry vanished between listing and stat: list again
+            except (OSError, pa.ArrowException) as exc:
+                raise HistoryError(f"cannot list history folder {self.table_dir(table)}: {exc}") from None
+            return sorted((i.base_name, i.size or 0) for i in infos
+                          if i.type == pafs.FileType.File and i.base_name.startswith(_PREFIX)
+                          and i.base_name.endswith(_SUFFIX))
+        raise HistoryError(f"history folder {self.table_dir(table)} kept changing while being listed")
 
     # ----------------------------------------------------------------- writing
 
@@ -242,8 +245,11 @@ class ParquetStore:
     def snapshot(self, table: str, names: Iterable[str] | None = None) -> Snapshot:
         """Read every live file of ``table`` (or just ``names``).
 
-        A file that vanishes mid-read was merged by a compaction whose merged file is
-        already in place, so the folder is listed again and only the new names are read
+        A folder listing is not atomic: while it runs, a compaction may add its merged
+        file (unseen) and delete the parts it replaces (gone before they are seen).
+        So the folder is listed again after reading; if a file with an ``arc.replaces``
+        list appeared in between, or a listed file vanished before it was read, a
+        compaction overlapped the read and it is repeated, reading only the new files
         (files never change once written, so what was read stays valid).
         """
         read: dict[str, PartFile | None] = {}
@@ -257,6 +263,10 @@ class ParquetStore:
                 if names is not None:
                     raise
                 continue
+            if names is None:
+                appeared = [n for n, _ in self.list_files(table) if n not in read]
+                if any(self._replaces_of(table, n) for n in appeared):
+                    continue
             files = [read[n] for n in listed if read[n] is not None]
             corrupt = {n for n in listed if read[n] is None}
             replaced = set().union(*(f.replaces for f in files)) if files else set()
