@@ -14,9 +14,10 @@ names starting with ``.`` and ``_``, and a ``*.parquet`` glob (DuckDB) does not 
 
 A reader that sees a merged file skips every part it lists, so a crash between 1 and 2
 (or a reader that lists the folder in between) never yields a row twice; the next
-compaction or :meth:`ParquetStore.finish_interrupted` removes the leftovers. A reader
-that lists the folder before step 2 and then finds a part gone re-lists and reads
-again, so no row is lost either. Plain pyarrow/pandas/DuckDB readers do not know the
+compaction or :meth:`ParquetStore.finish_interrupted` removes the leftovers. A folder
+listing is not atomic, so a reader lists again after reading: a part that vanished, or
+a merged file that appeared meanwhile, means a compaction overlapped the read, which is
+then repeated (reading only new files), so no row is lost either. Plain pyarrow/pandas/DuckDB readers do not know the
 ``arc.replaces`` rule: during the milliseconds of a compaction (or after one that
 crashed half-way) they may see replaced rows twice; every table has a key
 (``experiment_id`` for trials) on which such readers can drop duplicates.
