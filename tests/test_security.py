@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -67,12 +68,14 @@ def test_auth_headers_without_a_token_says_where_to_put_one(tmp_path, monkeypatc
     ("not-an-address", "expected HOST:PORT"),
     ("http://127.0.0.1:8265", "dashboard / job-submission address"),
 ])
-def test_malformed_addresses_are_named(address, message):
+def test_malformed_addresses_are_named(address, message, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what check_cluster sets; restored afterwards
     with pytest.raises(ClusterConnectionError, match=message):
         check_cluster(address)
 
 
-def test_unreachable_address_fails_fast():
+def test_unreachable_address_fails_fast(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     port = free_port()
     start = time.time()
     with pytest.raises(ClusterConnectionError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
@@ -91,12 +94,13 @@ def test_connect_honours_ray_address():
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def head():
     """A head node with its dashboard, token authentication on."""
-    node = start_node(head=True, temp_dir=f"/tmp/arc-sec-{os.getpid()}", dashboard=True,
-                      num_cpus=1)
+    temp_dir = f"/tmp/arc-sec-{os.getpid()}"
+    node = start_node(head=True, temp_dir=temp_dir, dashboard=True, num_cpus=1)
     yield node
     node.stop()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _listening_addresses(port: int) -> list[str]:
@@ -215,8 +219,11 @@ def test_a_local_start_has_token_auth_on_and_dashboard_on_loopback(tmp_path):
                 return exc.code
         print(json.dumps({{"url": info["dashboard_url"], "mode": os.environ.get("RAY_AUTH_MODE"),
                            "without": get({{}}), "with": get(auth_headers())}}))
-    """.format(temp=f"/tmp/arc-sec-local-{os.getpid()}", port=free_port())
-    out, _ = _run(code, {})
+    """.format(temp=(temp := f"/tmp/arc-sec-local-{os.getpid()}"), port=free_port())
+    try:
+        out, _ = _run(code, {})
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert out["url"].startswith("http://127.0.0.1:")
     assert out["mode"] == "token"
     assert (out["without"], out["with"]) == (401, 200)
