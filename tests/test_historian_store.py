@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from arc_ray.errors import HistoryError
-from arc_ray.historian.store import DatasetView, ParquetStore, read_table
+from arc_ray.historian.store import ParquetStore
+from arc_ray.historian.view import DatasetView, read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 

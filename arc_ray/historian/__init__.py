@@ -21,7 +21,8 @@ from arc_ray.historian import analysis
 from arc_ray.historian.analysis import ConstraintRule, Stagnation
 from arc_ray.historian.frame import Frame
 from arc_ray.historian.historian import Historian
-from arc_ray.historian.store import TABLES, DatasetView, ParquetStore, concat_unified, read_table
+from arc_ray.historian.store import TABLES, ParquetStore, concat_unified
+from arc_ray.historian.view import DatasetView, read_table
 
 __all__ = [
     "TABLES",

@@ -38,7 +38,8 @@ from arc_ray.historian.schema import (
     decisions_to_table,
     trials_to_table,
 )
-from arc_ray.historian.store import TABLE_KEYS, TABLES, DatasetView, ParquetStore
+from arc_ray.historian.store import TABLE_KEYS, TABLES, ParquetStore
+from arc_ray.historian.view import DatasetView
 from arc_ray.records import (
     Constraint,
     CycleReport,
