@@ -215,7 +215,7 @@ def _empty(study: "StudyConfig") -> ArcError:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from arc_ray.orchestrator import recover_cycles_without_improvement, _cycle_rows, _ints
+    from arc_ray._cycle_state import cycle_rows, int_column, recover_cycles_without_improvement
 
     study = _load(args.config)
     h = _historian(study)
@@ -223,7 +223,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     decisions = h.decisions_table()
     if s.n_trials == 0 and decisions.num_rows == 0:
         raise _empty(study)
-    rows = _cycle_rows(h.cycles_table())
+    rows = cycle_rows(h.cycles_table())
     target = f", target {study.target:g}" if study.target is not None else ""
     print(f"study {study.name}: {study.metric} ({study.mode}{target}); history at {study.study_dir}", file=out)
     if rows:
@@ -248,8 +248,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     print(f"learned constraints: {len(learned) or 'none'}", file=out)
     for c in learned:
         print(f"  - {c.id}: {c.describe()} ({c.reason})", file=out)
-    done = set(_ints(h.cycles_table(), "cycle_id"))
-    pending = sorted(set(_ints(decisions, "cycle_id")) - done)
+    done = set(int_column(h.cycles_table(), "cycle_id"))
+    pending = sorted(set(int_column(decisions, "cycle_id")) - done)
     integrated = h.integrated_ids()
     for c in pending:
         ds = [d for d in h.decisions_for_cycle(c) if d.outcome.runs()]

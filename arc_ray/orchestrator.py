@@ -26,196 +26,33 @@ Run: ``arc run configs/fundus-cpu.yaml --cycles 3`` (see :mod:`arc_ray.cli`), or
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from arc_ray.cluster import connect
-from arc_ray.records import (
-    CycleReport,
-    Decision,
-    DecisionOutcome,
-    ErrorClass,
-    HistorySummary,
-    JobStatus,
-    TrialResult,
+from arc_ray._cycle_state import (
+    CycleEvent,
+    RunReport,
+    StopReason,
+    count_outcomes,
+    count_statuses,
+    cycle_rows,
+    int_column,
+    read_text,
+    write_text,
+    check_stop,
+    cycle_ids,
+    limit_to_trial_budget,
+    recover_cycles_without_improvement,
+    results_from_history,
 )
+from arc_ray.cluster import connect
+from arc_ray.records import CycleReport, Decision, HistorySummary, JobStatus, TrialResult
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-CORE_AGENTS = ("director", "critic", "supervisor")
-
-
-# ------------------------------------------------------------------ run outcome
-
-
-class StopReason(str, Enum):
-    """Why :meth:`Orchestrator.run` stopped."""
-
-    TARGET_REACHED = "target_reached"  # the best reached the study's target
-    MAX_CYCLES = "max_cycles"  # this run did the cycles it was asked for
-    CYCLE_BUDGET = "cycle_budget"  # the study's budget.max_cycles are done
-    TRIAL_BUDGET = "trial_budget"  # budget.max_trials trials are in the history
-    GPU_BUDGET = "gpu_budget"  # budget.max_gpu_hours are spent
-    NO_IMPROVEMENT = "no_improvement"  # N recover cycles in a row did not improve the best
-
-
-class RunReport(BaseModel):
-    """What one :meth:`Orchestrator.run` did, and why it stopped."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    study: str
-    cycles: list[CycleReport] = Field(default_factory=list)
-    stop_reason: StopReason
-    stop_message: str
-    best_value: float | None = None
-    best_experiment_id: str | None = None
-    best_config: dict[str, Any] | None = None
-    n_trials: int = 0  # in the whole history
-    n_cycles: int = 0  # completed cycles in the whole history
-    duration_s: float = 0.0
-    history_dir: str = ""
-
-
-@dataclass(frozen=True)
-class CycleEvent:
-    """A step of a cycle, for progress displays and hooks (``on_event``).
-
-    ``phase`` is one of ``deciding``, ``decided`` (decisions made, not yet logged),
-    ``logged``, ``submitted``, ``progress`` (trial counts changed), ``integrating``
-    (results collected, not yet stored), ``integrated`` (stored, cycle not yet
-    logged), ``finished``, or ``resuming``.
-    """
-
-    cycle_id: int
-    phase: str
-    counts: Mapping[str, int] = field(default_factory=dict)  # queued / running / done / failed / total
-    best_value: float | None = None
-    best_experiment_id: str | None = None
-    message: str = ""
-
-
-# ----------------------------------------------------------------- stop checks
-
-
-def _cycle_rows(cycles: "pa.Table | None") -> list[dict[str, Any]]:
-    if cycles is None or cycles.num_rows == 0:
-        return []
-    return sorted(cycles.select([c for c in ("cycle_id", "mode", "best_value", "offline")
-                                 if c in cycles.column_names]).to_pylist(),
-                  key=lambda r: r["cycle_id"])
-
-
-def recover_cycles_without_improvement(study: "StudyConfig", rows: list[dict[str, Any]]) -> int:
-    """How many of the last cycles in a row were recover cycles that did not improve the best."""
-    count = 0
-    for i in range(len(rows) - 1, -1, -1):
-        row = rows[i]
-        if row.get("mode") != "recover":
-            break
-        prev = next((r.get("best_value") for r in reversed(rows[:i]) if r.get("best_value") is not None), None)
-        now = row.get("best_value")
-        if now is not None and (prev is None or study.better(now, prev)):
-            break
-        count += 1
-    return count
-
-
-def check_stop(study: "StudyConfig", summary: HistorySummary,
-               cycle_rows: list[dict[str, Any]]) -> tuple[StopReason, str] | None:
-    """Whether the study should stop now (not counting a run's own cycle limit).
-
-    Args:
-        study: the study (target, budget).
-        summary: the historian's summary.
-        cycle_rows: the ``cycles`` table as rows (cycle_id, mode, best_value), in order.
-    """
-    best = summary.best_value
-    if study.target is not None and best is not None and not study.better(study.target, best):
-        return StopReason.TARGET_REACHED, (
-            f"target reached: best {study.metric} {best:.4g} (experiment {summary.best_experiment_id}) "
-            f"{'≥' if study.mode == 'max' else '≤'} target {study.target:g}")
-    b = study.budget
-    done = len([r for r in cycle_rows if not r.get("offline")])
-    if b.max_cycles is not None and done >= b.max_cycles:
-        return StopReason.CYCLE_BUDGET, f"the study's budget of {b.max_cycles} cycles is spent ({done} done)"
-    if b.max_trials is not None and summary.n_trials >= b.max_trials:
-        return StopReason.TRIAL_BUDGET, (
-            f"the study's budget of {b.max_trials} trials is spent ({summary.n_trials} run)")
-    if b.max_gpu_hours is not None and summary.gpu_hours_used >= b.max_gpu_hours:
-        return StopReason.GPU_BUDGET, (
-            f"the study's budget of {b.max_gpu_hours:g} GPU hours is spent "
-            f"({summary.gpu_hours_used:.2f} used)")
-    n = recover_cycles_without_improvement(study, cycle_rows)
-    if n >= b.max_recover_cycles_without_improvement:
-        return StopReason.NO_IMPROVEMENT, (
-            f"{n} recover cycles in a row without improving the best "
-            f"(limit budget.max_recover_cycles_without_improvement={b.max_recover_cycles_without_improvement})")
-    return None
-
-
-def limit_to_trial_budget(decisions: list[Decision], max_trials: int | None,
-                          n_trials: int) -> list[Decision]:
-    """Veto, in order, the decisions to run beyond what is left of ``max_trials``."""
-    if max_trials is None:
-        return decisions
-    left = max(max_trials - n_trials, 0)
-    out = []
-    for d in decisions:
-        if d.outcome.runs():
-            if left <= 0:
-                d = d.model_copy(update={
-                    "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
-                    "reason": f"the study's budget of {max_trials} trials is spent (was: {d.reason})"})
-            else:
-                left -= 1
-        out.append(d)
-    return out
-
-
-def results_from_history(trials: "pa.Table", cycle_id: int) -> list[TrialResult]:
-    """The cycle's results as stored in the trials table (for a cycle integrated before a crash)."""
-    import pyarrow.compute as pc
-
-    if trials.num_rows == 0:
-        return []
-    rows = trials.filter(pc.equal(trials.column("cycle_id"), cycle_id)).to_pylist()
-    out = []
-    for r in rows:
-        metrics = {k[len("metric."):]: v for k, v in r.items()
-                   if k.startswith("metric.") and isinstance(v, (int, float)) and math.isfinite(v)}
-        try:
-            config = json.loads(r.get("config_json") or "{}")
-        except ValueError:
-            config = {}
-        err = r.get("error_class")
-        out.append(TrialResult(
-            experiment_id=r["experiment_id"], cycle_id=cycle_id, status=JobStatus(r["status"]),
-            config=config, metrics=metrics, duration_s=r.get("duration_s"),
-            error_class=ErrorClass(err) if err in ErrorClass._value2member_map_ else None,
-            error_message=r.get("error_message"), iterations=r.get("iterations") or 0))
-    return out
-
-
-def cycle_ids(historian: Any) -> dict[str, set[int]]:
-    """Cycle ids a historian knows: ``decided`` (decisions logged), ``done`` (cycle logged),
-    ``ran`` (trials stored). Runs inside the historian actor via ``__ray_call__``."""
-    return {"decided": set(_ints(historian.decisions_table(), "cycle_id")),
-            "done": set(_ints(historian.cycles_table(), "cycle_id")),
-            "ran": set(_ints(historian.trials_table(), "cycle_id"))}
 
 
 def _served_study(instance: Any) -> str:
@@ -396,12 +233,12 @@ class Orchestrator:
     def _save_strategy(self, cycle_id: int, strategy: Any) -> None:
         if strategy is None:
             return
-        _write_text(self._strategy_path(cycle_id), strategy.model_dump_json())
+        write_text(self._strategy_path(cycle_id), strategy.model_dump_json())
 
     def _load_strategy(self, cycle_id: int) -> Any:
         from arc_ray.records import Strategy
 
-        text = _read_text(self._strategy_path(cycle_id))
+        text = read_text(self._strategy_path(cycle_id))
         return Strategy.model_validate_json(text) if text else None
 
     # ------------------------------------------------------------- a cycle
@@ -425,13 +262,13 @@ class Orchestrator:
         decided = self.collective.decide(cycle_id, summary, trials)
         decisions = limit_to_trial_budget(list(decided.decisions), self.study.budget.max_trials, summary.n_trials)
         t2 = time.perf_counter()
-        self._emit(cycle_id, "decided", message=_count_outcomes(decisions))
+        self._emit(cycle_id, "decided", message=count_outcomes(decisions))
         self._save_strategy(cycle_id, decided.strategy)
         self._get(self.historian.log_decisions.remote(decisions))
         t3 = time.perf_counter()
         self.timings = {"summary": t1 - t0, "decide": t2 - t1, "log_decisions": t3 - t2,
                         **{f"decide.{k}": v for k, v in getattr(decided, "timings", {}).items()}}
-        self._emit(cycle_id, "logged", message=_count_outcomes(decisions))
+        self._emit(cycle_id, "logged", message=count_outcomes(decisions))
         report = CycleReport(study=self.study.name, cycle_id=cycle_id, strategy=decided.strategy,
                              decisions=decisions, decision_time_s=t3 - t0, offline=self.offline_mode,
                              best_value=summary.best_value, best_experiment_id=summary.best_experiment_id)
@@ -514,11 +351,11 @@ class Orchestrator:
         results = self._wait_and_collect(cid, ids, timeout) if ids else []
         results = self._annotate(results, report.decisions)
         self.timings["execute"] = time.perf_counter() - tw
-        self._emit(cid, "integrating", _counts(r.status for r in results))
+        self._emit(cid, "integrating", count_statuses(r.status for r in results))
         ti = time.perf_counter()
         integration = (self._get(self.historian.integrate_experiment_results.remote(results, cid))
                        if results else None)
-        self._emit(cid, "integrated", _counts(r.status for r in results))
+        self._emit(cid, "integrated", count_statuses(r.status for r in results))
         summary = self._get(self.historian.summary.remote())
         earlier = []
         if done_before:
@@ -528,7 +365,7 @@ class Orchestrator:
         report.integration = integration
         report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
         self._note_history(summary)
-        rows = [r for r in _cycle_rows(self._get(self.historian.cycles_table.remote())) if r["cycle_id"] != cid]
+        rows = [r for r in cycle_rows(self._get(self.historian.cycles_table.remote())) if r["cycle_id"] != cid]
         rows.append({"cycle_id": cid, "mode": report.strategy.mode.value if report.strategy else None,
                      "best_value": summary.best_value, "offline": False})
         stop = check_stop(self.study, summary, rows)
@@ -537,7 +374,7 @@ class Orchestrator:
         self._get(self.historian.log_cycle.remote(report))
         self.timings["integrate_and_log"] = time.perf_counter() - ti
         self._record_telemetry(report)
-        self._emit(cid, "finished", _counts(r.status for r in report.results),
+        self._emit(cid, "finished", count_statuses(r.status for r in report.results),
                    message=stop[1] if stop else "")
         return report
 
@@ -602,7 +439,7 @@ class Orchestrator:
                     reported.add(i)
                     if on_terminal is not None:
                         on_terminal(i, st)
-            counts = _counts(statuses.get(i, JobStatus.PENDING) for i in experiment_ids)
+            counts = count_statuses(statuses.get(i, JobStatus.PENDING) for i in experiment_ids)
             if counts != last_counts:
                 last_counts = counts
                 if self.telemetry is not None:
@@ -675,7 +512,7 @@ class Orchestrator:
                 break
             reports.append(self.run_autonomous_cycle())
         summary = self._get(self.historian.summary.remote())
-        n_cycles = len(_ints(self._get(self.historian.cycles_table.remote()), "cycle_id"))
+        n_cycles = len(int_column(self._get(self.historian.cycles_table.remote()), "cycle_id"))
         logger.info("stopping: %s", stop[1])
         return RunReport(study=self.study.name, cycles=reports, stop_reason=stop[0], stop_message=stop[1],
                          best_value=summary.best_value, best_experiment_id=summary.best_experiment_id,
@@ -684,62 +521,7 @@ class Orchestrator:
 
     def _stop_now(self) -> tuple[StopReason, str] | None:
         summary = self._get(self.historian.summary.remote())
-        return check_stop(self.study, summary, _cycle_rows(self._get(self.historian.cycles_table.remote())))
-
-
-# --------------------------------------------------------------------- helpers
-
-
-def _ints(table: "pa.Table | None", column: str) -> list[int]:
-    if table is None or table.num_rows == 0 or column not in table.column_names:
-        return []
-    return [int(v) for v in table.column(column).to_pylist() if v is not None]
-
-
-def _counts(statuses: Iterable[JobStatus]) -> dict[str, int]:
-    c = {"queued": 0, "running": 0, "done": 0, "failed": 0, "total": 0}
-    for s in statuses:
-        c["total"] += 1
-        if s == JobStatus.RUNNING:
-            c["running"] += 1
-        elif s == JobStatus.COMPLETED:
-            c["done"] += 1
-        elif s in (JobStatus.FAILED, JobStatus.CANCELLED):
-            c["failed"] += 1
-        else:
-            c["queued"] += 1
-    return c
-
-
-def _count_outcomes(decisions: list[Decision]) -> str:
-    by: dict[str, int] = {}
-    for d in decisions:
-        by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
-
-
-def _write_text(uri: str, text: str) -> None:
-    """Write a small file atomically on a local folder or a pyarrow filesystem URI."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode("utf-8"))
-    fs.move(tmp, path)
-
-
-def _read_text(uri: str) -> str | None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode("utf-8")
-    except (FileNotFoundError, OSError):
-        return None
+        return check_stop(self.study, summary, cycle_rows(self._get(self.historian.cycles_table.remote())))
 
 
 __all__ = [
