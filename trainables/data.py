@@ -63,9 +63,11 @@ class ImageSet:
         raise NotImplementedError
 
     def _order(self, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-               drop_singleton: bool) -> list[torch.Tensor]:
+               drop_singleton: bool, device: torch.device | None = None) -> list[torch.Tensor]:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if device is not None:  # one host-to-device copy per epoch, not one (and a sync) per batch
+            order = order.to(device)
         chunks = list(order.split(batch_size))
         if drop_singleton and n > 1 and len(chunks[-1]) == 1:
             chunks.pop()
@@ -84,8 +86,7 @@ class InMemoryImages(ImageSet):
         return InMemoryImages(self.images.to(device), self.labels.to(device))
 
     def batches(self, batch_size, *, shuffle=False, generator=None, drop_singleton=False):
-        for idx in self._order(batch_size, shuffle, generator, drop_singleton):
-            idx = idx.to(self.images.device)
+        for idx in self._order(batch_size, shuffle, generator, drop_singleton, self.images.device):
             yield self.images[idx], self.labels[idx]
 
 
@@ -403,13 +404,14 @@ def augment(x: torch.Tensor, *, flip: bool, rotate: float, crop: float, color_ji
         crop: random-resized-crop scale jitter: keep a square of area ``[1 - crop, 1]``
             of the image at a random position, resized back to ``H×W``.
         color_jitter: brightness, contrast and saturation factors from ``[1 - j, 1 + j]``.
-        generator: CPU generator for every random draw (so runs are seeded).
+        generator: generator for every random draw (so runs are seeded); best on the
+            batch's device, where drawing needs no host-device copy (and no sync).
 
     Returns:
         The augmented batch, same shape, device and dtype.
     """
     b = x.shape[0]
-    rand = lambda *shape: torch.rand(shape, generator=generator).to(x.device)  # noqa: E731
+    rand = lambda *shape: torch.rand(shape, generator=generator, device=generator.device).to(x.device)  # noqa: E731
     if flip:
         x = torch.where((rand(b) < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
     if rotate > 0 or crop > 0:

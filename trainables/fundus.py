@@ -5,9 +5,11 @@ aperture, a darker macula, vessels fanning out of a bright optic disc, and a pal
 cup inside the disc. An image is labelled glaucomatous when its cup-to-disc ratio
 (CDR) is above :data:`CDR_THRESHOLD`; a fraction of the labels is flipped
 (:data:`LABEL_NOISE`) and position, size, brightness, cup contrast, blur and sensor
-noise vary, so the task is learnable but not trivial: a small CNN lands between
-about 0.6 and 0.95 AUC depending on its config (measured in ``tests/test_fundus.py``
-and the module's ``__main__`` notes in the report).
+noise vary, so the task is learnable but not trivial. Measured on 600 images at 32 px
+(480 train / 120 val): resnet18 with the CPU baseline (AdamW 2e-3, 3 epochs) reaches
+AUC 0.85, 0.87 with 6 epochs; learning rate 1e-5 stays at 0.48 and SGD at 1.0 without a
+schedule at 0.50. With 5 % of labels flipped, no model can pass about 0.95.
+``tests/test_trainable.py`` checks the learnable/broken split.
 
 Everything is vectorised over a chunk of images with torch; generation is
 deterministic in ``(n, size, seed)`` and cached per process.

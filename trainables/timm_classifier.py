@@ -193,7 +193,8 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
     device = _device(cfg)
     cuda = device.type == "cuda"
     torch.manual_seed(cfg.seed)  # model init and dropout
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order and augmentation
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # augmentation, drawn on the device
 
     # ---- data: uint8 N×3×S×S, checked before anything else is built
     data: SplitData = load_data(
@@ -221,6 +222,7 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
         scheduler.load_state_dict(resume_state["scheduler"])
         torch.set_rng_state(resume_state["rng"])
         gen.set_state(resume_state["generator"])
+        aug_gen.set_state(resume_state["aug_generator"])
         start_epoch = int(resume_state["epoch"])
 
     def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
@@ -228,7 +230,7 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
         x = images.to(device, non_blocking=True).float().div_(255)
         if train:
             a = cfg.augmentation
-            x = augment(x, flip=a.flip, rotate=a.rotate, crop=a.crop, color_jitter=a.color_jitter, generator=gen)
+            x = augment(x, flip=a.flip, rotate=a.rotate, crop=a.crop, color_jitter=a.color_jitter, generator=aug_gen)
         x = (x - mean) / std
         return x.contiguous(memory_format=torch.channels_last) if cuda else x
 
@@ -274,7 +276,8 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
                 with tempfile.TemporaryDirectory(prefix="arc-ckpt-") as d:
                     torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                "generator": gen.get_state(), "metrics": metrics}, Path(d) / _CHECKPOINT_FILE)
+                                "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
+                                "metrics": metrics}, Path(d) / _CHECKPOINT_FILE)
                     report(dict(metrics), Path(d))
     except torch.OutOfMemoryError as exc:
         raise _oom(cfg, exc) from exc
