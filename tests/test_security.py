@@ -27,7 +27,6 @@ from arc_ray.cluster import (
     auth_token,
     check_cluster,
     check_dashboard,
-    connect,
     ensure_token,
     free_port,
     start_node,
