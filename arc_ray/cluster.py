@@ -278,7 +278,8 @@ def connect(address: str | None = None, *, namespace: str | None = None,
     elif address != "auto":
         check_cluster(address, timeout_s)
     try:
-        info = ray.init(address=None if local else address, **kwargs)
+        # "local": a new instance even if `ray start` left a cluster for ray.init to find
+        info = ray.init(address="local" if local else address, **kwargs)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise ClusterConnectionError(
