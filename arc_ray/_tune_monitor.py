@@ -31,10 +31,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -618,9 +619,39 @@ def _guard(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def jobs_in(runs: Iterable[TuneRun]) -> list[JobState]:
-    return [j for r in runs for j in r.jobs.values()]
+# ------------------------------------------------------------------ quiet loggers
 
 
-__all__ = ["ArcCallback", "ArcScheduler", "JobState", "RunStore", "TuneRun", "register_run",
-           "result_metrics", "unregister_run"]
+class NoCSVLogger(CSVLoggerCallback):
+    """Stands in for Tune's default CSV logger (Tune adds one unless one is present)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        pass
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        pass
+
+
+class NoTBXLogger(TBXLoggerCallback):
+    """Stands in for Tune's default TensorBoard logger; skips importing tensorboardX."""
+
+    def __init__(self) -> None:  # the parent's __init__ imports tensorboardX
+        self._trial_writer = {}
+        self._trial_result = {}
+
+    def log_trial_start(self, trial: Any) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        pass
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        pass
+
+
+__all__ = ["ArcCallback", "ArcScheduler", "JobState", "NoCSVLogger", "NoTBXLogger", "RunStore", "TuneRun",
+           "register_run", "result_metrics", "unregister_run"]
+

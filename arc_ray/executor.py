@@ -43,17 +43,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict
-from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-from arc_ray._tune_monitor import (
-    ArcCallback,
-    ArcScheduler,
-    JobState,
-    RunStore,
-    TuneRun,
-    register_run,
-    unregister_run,
-)
 from arc_ray._tune_trial import TRIAL_KEY, make_trial_function, trial_dirname, trial_name, trial_resources
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
 from arc_ray.records import (
@@ -66,7 +56,8 @@ from arc_ray.records import (
 )
 from arc_ray.study import join_storage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the Tune side is imported on first use: ``Job`` alone stays light
+    from arc_ray._tune_monitor import JobState, TuneRun
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -256,7 +247,12 @@ class TrainingExecutor:
         return self._configgen.generate_config(experiment_id, proposal)
 
     def _resource_problems(self, prepared: list[dict[str, Any]]) -> list[Violation]:
-        """Requests no node of the cluster could ever satisfy would wait forever: refuse them."""
+        """Requests the cluster can never satisfy would wait forever: refuse them.
+
+        Only a Ray this driver started itself has a known, fixed size; on a cluster the
+        driver connected to, an autoscaler may still add nodes, so a request beyond
+        today's resources is logged, not refused.
+        """
         if not prepared:
             return []
         import ray
@@ -265,16 +261,20 @@ class TrainingExecutor:
             logger.info("Ray is not running; starting a local instance")
             ray.init()
         total = ray.cluster_resources()
+        fixed = _cluster_started_here()
         problems = []
         for p in prepared:
             res: Resources = p["resources"]
             for kind, asked in (("CPU", res.cpu), ("GPU", res.gpu)):
                 have = float(total.get(kind, 0.0))
-                if asked > have:
-                    problems.append(Violation(
-                        f"{p['where']}.resources.{kind.lower()}", asked,
-                        f"experiment {p['experiment_id']!r} asks for more than the Ray cluster's "
-                        f"{have:g} {kind} in all"))
+                if asked <= have:
+                    continue
+                rule = (f"experiment {p['experiment_id']!r} asks for more than the Ray cluster's "
+                        f"{have:g} {kind} in all")
+                if fixed:
+                    problems.append(Violation(f"{p['where']}.resources.{kind.lower()}", asked, rule))
+                else:
+                    logger.warning("%s; it waits until the autoscaler adds nodes", rule)
         return problems
 
     # ---------------------------------------------------------------- launch
@@ -298,6 +298,8 @@ class TrainingExecutor:
         return f"{base}-{k}"
 
     def _launch(self, cycle_id: int, prepared: list[dict[str, Any]]) -> None:
+        from arc_ray._tune_monitor import JobState
+
         name = self._next_run_name(cycle_id)
         token = uuid.uuid4().hex
         uri = join_storage(self.study.tune_dir, name)
@@ -317,6 +319,8 @@ class TrainingExecutor:
 
     def _new_run(self, token: str, cycle_id: int, name: str, uri: str,
                  jobs: dict[str, JobState]) -> TuneRun:
+        from arc_ray._tune_monitor import TuneRun, register_run
+
         run = TuneRun(token, cycle_id, name, uri, jobs, self._cond, metric=self.study.metric,
                       mode=self.study.mode, timeout_s=self.study.trial_timeout_s)
         with self._cond:
@@ -328,6 +332,8 @@ class TrainingExecutor:
     def _new_tuner(self, run: TuneRun, jobs: list[JobState]) -> Any:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
+
+        from arc_ray._tune_monitor import ArcCallback, ArcScheduler, NoCSVLogger, NoTBXLogger
 
         inner = None
         if self.study.scheduler is not None:
@@ -354,7 +360,7 @@ class TrainingExecutor:
                 storage_path=self.study.tune_dir,
                 # result.json is kept (resume reads a trial's earlier epochs from it);
                 # Tune's CSV and TensorBoard copies of the same numbers are not written.
-                callbacks=[ArcCallback(run.token), JsonLoggerCallback(), _NoCSVLogger(), _NoTBXLogger()],
+                callbacks=[ArcCallback(run.token), JsonLoggerCallback(), NoCSVLogger(), NoTBXLogger()],
                 failure_config=tune.FailureConfig(max_failures=self.study.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=self.checkpoints_to_keep),
                 verbose=0,
@@ -406,6 +412,8 @@ class TrainingExecutor:
     def _attach_run(self, cycle_id: int, name: str) -> None:
         from ray import tune
 
+        from arc_ray._tune_monitor import JobState, RunStore
+
         uri = join_storage(self.study.tune_dir, name)
         store = RunStore(uri)
         manifest = store.read_json(_MANIFEST)
@@ -434,10 +442,15 @@ class TrainingExecutor:
                     len(jobs) - len(unfinished))
         if not unfinished:
             return
+        tuner = None
         if tune.Tuner.can_restore(uri):
-            tuner = tune.Tuner.restore(uri, trainable=self._trainable(), resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
-        else:  # killed before Tune saved any state: nothing ran, start what is left
+            try:
+                tuner = tune.Tuner.restore(uri, trainable=self._trainable(), resume_unfinished=True,
+                                           resume_errored=False, restart_errored=False)
+            except Exception:  # a damaged Tune state must not stop the study
+                logger.exception("cannot restore %s; its %d unfinished trials start over", uri,
+                                 len(unfinished))
+        if tuner is None:  # killed before Tune saved any state (or it is unreadable)
             tuner = self._new_tuner(run, unfinished)
         self._start(run, tuner)
 
@@ -510,6 +523,8 @@ class TrainingExecutor:
 
         Nothing already finished is lost: its result stays on disk for :meth:`resume`.
         """
+        from arc_ray._tune_monitor import unregister_run
+
         self._closed = True
         with self._cond:
             open_ids = [e for e, j in self._jobs.items() if not j.status.is_terminal()]
@@ -552,6 +567,17 @@ def _check_cycle_id(cycle_id: Any) -> int:
     return cycle_id
 
 
+def _cluster_started_here() -> bool:
+    """Whether this driver started its Ray itself (a local instance no autoscaler grows)."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return bool(node is not None and node.head)
+    except Exception:  # a private detail of Ray: when in doubt, do not refuse
+        return False
+
+
 def _cycle_run_names(tune_dir: str, cycle_id: int) -> list[str]:
     """The cycle's Tune experiment folders on disk, in batch order."""
     base = f"cycle_{cycle_id:04d}"
@@ -566,36 +592,6 @@ def _cycle_run_names(tune_dir: str, cycle_id: int) -> list[str]:
         names = os.listdir(tune_dir) if os.path.isdir(tune_dir) else []
     found = [(int(m.group(1) or 1), n) for n in names if (m := pattern.match(n))]
     return [n for _, n in sorted(found)]
-
-
-class _NoCSVLogger(CSVLoggerCallback):
-    """Stands in for Tune's default CSV logger (Tune adds one unless one is present)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        pass
-
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        pass
-
-
-class _NoTBXLogger(TBXLoggerCallback):
-    """Stands in for Tune's default TensorBoard logger; skips importing tensorboardX."""
-
-    def __init__(self) -> None:  # the parent's __init__ imports tensorboardX
-        self._trial_writer = {}
-        self._trial_result = {}
-
-    def log_trial_start(self, trial: Any) -> None:
-        pass
-
-    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        pass
-
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        pass
 
 
 __all__ = ["Job", "TrainingExecutor"]

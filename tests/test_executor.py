@@ -130,8 +130,7 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
         time.sleep(0.05)
     ex.cancel(["cancelme"])
     assert ex.status("cancelme") == JobStatus.CANCELLED
-    statuses = ex.wait_for_completion([d.experiment_id for d in items], timeout=120)
-    assert time.monotonic() - t0 < 100  # the 120 s sleepers were cut short
+    statuses = ex.wait_for_completion([d.experiment_id for d in items], timeout=150)
 
     results = {d.experiment_id: ex.collect_results(d.experiment_id) for d in items}
     expected = {
@@ -146,6 +145,7 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
     assert "asked to crash" in results["crash"].error_message
     assert "nan" in results["nan"].error_message.lower()
     assert "trial_timeout_s=4" in results["silent"].error_message
+    assert results["silent"].duration_s < 30 and results["cancelme"].duration_s < 30  # not 120 s
     # the reporting trial keeps the metrics it reached before the limit
     assert 1 <= results["chatty"].iterations < 5 and "score" in results["chatty"].metrics
     # a dead worker is retried from its checkpoint: two starts, the second at epoch 1
@@ -248,8 +248,20 @@ def test_bad_items_are_refused_naming_the_problem(toy_study, tmp_path):
 
 
 @pytest.mark.ray
-def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study):
-    ex = TrainingExecutor(toy_study)
+def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study, make_executor, monkeypatch,
+                                                 caplog):
+    ex = make_executor(toy_study)
+    big = decision(toy_study, "big", resources=Resources(cpu=1, gpu=3))
     with pytest.raises(ConfigValidationError, match=r"items\[0\]\.resources\.gpu.*2 GPU"):
-        ex.submit_batch([decision(toy_study, "big", resources=Resources(cpu=1, gpu=3))], cycle_id=1)
+        ex.submit_batch([big], cycle_id=1)
     assert not Path(toy_study.tune_dir).exists()
+    # on a cluster this driver only connected to, an autoscaler may add the GPUs: it waits
+    import arc_ray.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "_cluster_started_here", lambda: False)
+    job = ex.submit_job(big, cycle_id=1)
+    assert "waits until the autoscaler adds nodes" in caplog.text
+    time.sleep(1.0)
+    assert ex.status(job.experiment_id) in (JobStatus.PENDING, JobStatus.QUEUED)
+    ex.cancel([job.experiment_id])
+    assert ex.wait_for_completion(["big"], timeout=5) == {"big": JobStatus.CANCELLED}
