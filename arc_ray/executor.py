@@ -197,10 +197,14 @@ class TrainingExecutor:
             problems += self._resource_problems([p for p in out if p["experiment_id"] not in known])
         if problems:
             raise ConfigValidationError(problems, source="submit_batch")
+        for p in out:  # configs generated here are written only once the whole batch is good
+            if p.pop("generated", False):
+                self._configgen.write_config(p["experiment_id"], p["config"])
         return out
 
     def _prepare_one(self, item: Any, cycle_id: int) -> dict[str, Any]:
         meta: dict[str, Any] = {}
+        generated = False
         if isinstance(item, Decision):
             if not item.outcome.runs():
                 raise ConfigValidationError([Violation("outcome", item.outcome.value,
@@ -216,11 +220,11 @@ class TrainingExecutor:
                 if proposal is None:
                     raise ConfigValidationError([Violation("config", None,
                                                            "a decision needs a config or a proposal")])
-                config = self._generate_config(eid, proposal)
+                config, generated = self._generate_config(eid, proposal), True
             resources = item.resources or (proposal.resources if proposal else None)
         elif isinstance(item, Proposal):
             eid, proposal = item.experiment_id, item
-            config = self._generate_config(eid, item)
+            config, generated = self._generate_config(eid, item), True
             resources = item.resources
         else:
             raise ConfigValidationError([Violation("", type(item).__name__,
@@ -237,14 +241,14 @@ class TrainingExecutor:
             meta = {"proposer": proposal.proposer, "proposal_type": proposal.type.value,
                     "risk_level": proposal.risk_level.value}
         return {"experiment_id": eid, "config": {**config, "experiment_id": eid},
-                "resources": resources or self.study.resources, "meta": meta}
+                "resources": resources or self.study.resources, "meta": meta, "generated": generated}
 
     def _generate_config(self, experiment_id: str, proposal: Proposal) -> dict[str, Any]:
         if self._configgen is None:
             from arc_ray.configgen import ExperimentConfigGenerator
 
             self._configgen = ExperimentConfigGenerator(self.study)
-        return self._configgen.generate_config(experiment_id, proposal)
+        return self._configgen.generate_config(experiment_id, proposal, write=False)
 
     def _resource_problems(self, prepared: list[dict[str, Any]]) -> list[Violation]:
         """Requests the cluster can never satisfy would wait forever: refuse them.

@@ -232,9 +232,11 @@ def test_bad_items_are_refused_naming_the_problem(toy_study, tmp_path):
                      "items[3].config.experiment_id", "items[4].experiment_id", "items[5]",
                      "items[7].experiment_id"]:
         assert expected in fields, (expected, fields)
+    good = Proposal(experiment_id="good", changes={"x": 0.1})
     bad_proposal = Proposal(experiment_id="p", changes={"lr": 50.0})
-    with pytest.raises(ConfigValidationError, match=r"items\[0\]\.lr"):
-        ex.submit_batch([bad_proposal], cycle_id=1)
+    with pytest.raises(ConfigValidationError, match=r"items\[1\]\.lr"):
+        ex.submit_batch([good, bad_proposal], cycle_id=1)
+    assert not Path(toy_study.experiments_dir).exists()  # not even the good one's config
     with pytest.raises(ConfigValidationError, match="cycle_id"):
         ex.submit_batch([decision(toy_study, "x")], cycle_id=-1)
     with pytest.raises(TrainingExecutionError, match="never submitted"):
