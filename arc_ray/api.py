@@ -127,9 +127,15 @@ def run_study(trainable: Callable[..., Any] | str | StudyConfig | Path,
         fn = trainable if callable(trainable) else None
     orch = Orchestrator(study, offline_mode=offline, address=address, trainable=fn, on_event=on_event)
     try:
-        return orch.run(max_cycles=cycles)
-    finally:
+        result = orch.run(max_cycles=cycles)
+    except KeyboardInterrupt:  # leave the trials unfinished, not cancelled: a re-run resumes them
+        orch.shutdown(kill_actors=True, cancel_trials=False)
+        raise
+    except BaseException:
         orch.shutdown(kill_actors=True)
+        raise
+    orch.shutdown(kill_actors=True)
+    return result
 
 
 def _is_study_file(x: Any) -> bool:

@@ -29,13 +29,13 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 from arc_ray.errors import ArcError, ClusterConnectionError, ConfigValidationError, DataError
 
@@ -148,15 +148,28 @@ def _orchestrator(args: argparse.Namespace, study: "StudyConfig", out: TextIO) -
     return orch
 
 
+@contextlib.contextmanager
+def _interruptible(orch: Any) -> Iterator[None]:
+    """Shut the orchestrator down after its work; on Ctrl-C leave the trials unfinished
+    (not cancelled) so that running the command again resumes them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        orch.shutdown(cancel_trials=False)
+        raise
+    except BaseException:
+        orch.shutdown()
+        raise
+    orch.shutdown()
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     study = _load(args.config)
     if args.cycles is not None and args.cycles < 1:
         raise ConfigValidationError(f"--cycles must be at least 1, got {args.cycles}")
     orch = _orchestrator(args, study, out)
-    try:
+    with _interruptible(orch):
         result = orch.run(max_cycles=args.cycles)
-    finally:
-        orch.shutdown()
     _print_run(result, study, out)
     if result.n_trials and not args.offline:
         from arc_ray.report import build_report
@@ -171,10 +184,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_cycle(args: argparse.Namespace, out: TextIO) -> int:
     study = _load(args.config)
     orch = _orchestrator(args, study, out)
-    try:
+    with _interruptible(orch):
         report = orch.run_autonomous_cycle()
-    finally:
-        orch.shutdown()
     best = "none yet" if report.best_value is None else f"{report.best_value:.4f} ({report.best_experiment_id})"
     print(f"cycle {report.cycle_id} {'resumed and ' if report.resumed else ''}done: "
           f"{len(report.results)} result(s); best {study.metric} {best}"
@@ -398,7 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    """Entry point of ``arc``; returns the exit code."""
+    """Entry point of ``arc``; returns the exit code.
+
+    Run as the ``arc`` command (``argv`` is ``None``), Ctrl-C ends the process at once
+    with :data:`EXIT_INTERRUPTED`: an orderly interpreter exit would shut Ray down under
+    the executor's Tune thread, which then records the unfinished trials as failed;
+    ending at once leaves them unfinished on disk, as a crash would, and the next run
+    resumes them.
+    """
+    as_command = argv is None
     out = out or sys.stdout
     # Tune's new console output prints an experiment banner even when asked to be silent;
     # the legacy reporter honours verbose=0, so our progress lines stay readable.
@@ -426,6 +445,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return _fail(exc, EXIT_EMPTY_HISTORY if isinstance(exc, EmptyHistoryError) else EXIT_ERROR)
     except KeyboardInterrupt:
         print("\narc: interrupted; run the same command again to resume", file=sys.stderr)
+        if as_command:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 

@@ -180,12 +180,20 @@ class Orchestrator:
             logger.warning("telemetry disabled: %s", exc)
             return None
 
-    def shutdown(self, kill_actors: bool = False) -> None:
-        """Stop the executor; with ``kill_actors``, also the agent and historian actors."""
+    def shutdown(self, kill_actors: bool = False, cancel_trials: bool = True) -> None:
+        """Stop the executor; with ``kill_actors``, also the agent and historian actors.
+
+        Args:
+            kill_actors: kill the agent and historian actors (they otherwise live as long
+                as the driver's job).
+            cancel_trials: cancel unfinished trials (they are stored as CANCELLED when
+                their cycle is integrated). Pass ``False`` when interrupted: the trials
+                are left unfinished on disk and the next run resumes them.
+        """
         import ray
 
         try:
-            if self._executor is not None:
+            if self._executor is not None and cancel_trials:
                 self._executor.shutdown()
         finally:
             if kill_actors:

@@ -189,3 +189,32 @@ def test_killed_while_integrating_stores_each_result_once(orch, study, tmp_path,
     cycles = {r["cycle_id"]: r for r in rows(study, "cycles")}
     assert cycles[cycle]["resumed"] and cycles[cycle]["mode"] is not None
     assert json.loads(cycles[cycle]["strategy_json"])["mode"] == cycles[cycle]["mode"]
+
+
+def test_ctrl_c_leaves_trials_to_resume_not_cancelled(orch, study, tmp_path):
+    """SIGINT to ``arc cycle`` while trials run: exit 130, and the next run finishes the cycle."""
+    import re
+
+    import ray
+
+    cycle = orch.next_cycle_id()
+    log = tmp_path / "arc.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    argv = [sys.executable, "-m", "arc_ray.cli", "cycle", study.source_path,
+            "--address", ray.get_runtime_context().gcs_address]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not re.search(r"trials: \d+ queued, [1-9]\d* running", log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no trial started (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    assert "interrupted; run the same command again to resume" in log.read_text()
+    assert orch.pending_cycle() == cycle
+    report = orch.run_autonomous_cycle()
+    assert report.resumed and report.cycle_id == cycle
+    assert [r.status for r in report.results] == [JobStatus.COMPLETED] * len(report.results)
+    assert_cycle_stored_once(study, orch, cycle)
