@@ -253,6 +253,18 @@ class TuneRun:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
+    def _absorb(self, job: JobState, result: dict[str, Any]) -> None:
+        """Take in one Tune result: the wrapper's failure report, or the trainable's metrics."""
+        if ERROR_CLASS_KEY in result:  # see _tune_trial: the trainable raised
+            try:
+                job.error_class = ErrorClass(result[ERROR_CLASS_KEY])
+            except ValueError:
+                job.error_class = ErrorClass.CRASH
+            job.error_message = f"{result.get(ERROR_TYPE_KEY, 'Error')}: {result.get(ERROR_MESSAGE_KEY, '')}"
+            job.node_ip = result.get("node_ip") or job.node_ip
+        else:
+            self._record(job, result)
+
     def _record(self, job: JobState, result: dict[str, Any]) -> None:
         metrics = result_metrics(result)
         job.n_results += 1
@@ -277,7 +289,6 @@ class TuneRun:
             job.error_class, job.error_message = error_class, message
         elif status == JobStatus.COMPLETED:
             job.error_class, job.error_message = None, None
-        job.result = None
         job.result = job.to_result()
         try:
             self.store.write_json(f"arc/results/{job.experiment_id}.json",
@@ -298,8 +309,8 @@ class TuneRun:
                 return
             job.trial_id = trial.trial_id
             if trial.status == Trial.TERMINATED:  # restored as finished, sidecar lost
-                if trial.last_result:
-                    self._record(job, trial.last_result)
+                for r in _read_result_history(trial) or [trial.last_result or {}]:
+                    self._absorb(job, r)
                 self._finish_from_tune(job, trial, errored=False)
             elif trial.status == Trial.ERROR:
                 self._finish_from_tune(job, trial, errored=True)
@@ -318,7 +329,7 @@ class TuneRun:
             if job.started_at is None and last.get("training_iteration"):
                 # restored from another driver's run: take in the epochs it saw
                 for r in _read_result_history(trial):
-                    self._record(job, r)
+                    self._absorb(job, r)
                 job.restored_time_s = trained_s
             job.set_status(JobStatus.RUNNING)
             logger.debug("trial %s running", job.experiment_id)
@@ -333,15 +344,7 @@ class TuneRun:
             job = self._job(trial)
             if job is None or job.status.is_terminal():
                 return
-            if ERROR_CLASS_KEY in result:  # the wrapper's failure report (see _tune_trial)
-                try:
-                    job.error_class = ErrorClass(result[ERROR_CLASS_KEY])
-                except ValueError:
-                    job.error_class = ErrorClass.CRASH
-                job.error_message = f"{result.get(ERROR_TYPE_KEY, 'Error')}: {result.get(ERROR_MESSAGE_KEY, '')}"
-                job.node_ip = result.get("node_ip") or job.node_ip
-                return
-            self._record(job, result)
+            self._absorb(job, result)
             self.cond.notify_all()
 
     def on_trial_complete(self, trial: Trial) -> None:

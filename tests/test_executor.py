@@ -212,6 +212,15 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
     assert other.collect_results("a2") == ex.collect_results("a2")
     assert other.resume(5) == []
 
+    # a result file lost (killed between Tune finishing a trial and ARC writing it down):
+    # the restored Tune experiment says the trial finished, and it is not run again
+    (Path(study.tune_dir) / "cycle_0004" / "arc" / "results" / "a0.json").unlink()
+    third = make_executor(study)
+    third.resume(4)
+    assert third.wait_for_completion(["a0"], timeout=60) == {"a0": JobStatus.COMPLETED}
+    again_a0 = third.collect_results("a0")
+    assert again_a0.iterations == 5 and again_a0.metrics == best.metrics  # same t_end: no rerun
+
 
 # --------------------------------------------------------------------- bad input
 
