@@ -276,3 +276,27 @@ def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study, make_ex
     assert ex.status(job.experiment_id) in (JobStatus.PENDING, JobStatus.QUEUED)
     ex.cancel([job.experiment_id])
     assert ex.wait_for_completion(["big"], timeout=5) == {"big": JobStatus.CANCELLED}
+
+
+def test_error_classes_from_exceptions_and_text():
+    from arc_ray._tune_trial import classify_error
+    from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError
+
+    class OutOfMemoryError(RuntimeError):  # the name torch.cuda and Ray give theirs
+        pass
+
+    cases = [
+        (TrainingDivergedError("loss is nan at epoch 3"), ErrorClass.DIVERGED),
+        (TrainingOutOfMemoryError("CUDA out of memory"), ErrorClass.OOM),
+        (OutOfMemoryError("Tried to allocate 2.00 GiB"), ErrorClass.OOM),
+        (MemoryError(), ErrorClass.OOM),
+        (TimeoutError("data loader"), ErrorClass.TIMEOUT),
+        (RuntimeError("CUDA error: out of memory"), ErrorClass.OOM),
+        (ValueError("bad shape"), ErrorClass.CRASH),
+        ("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory",
+         ErrorClass.OOM),
+        ("TrainingDivergedError: loss is inf", ErrorClass.DIVERGED),
+        ("ActorDiedError: The actor died unexpectedly", ErrorClass.CRASH),
+        (None, ErrorClass.CRASH),
+    ]
+    assert [classify_error(e) for e, _ in cases] == [c for _, c in cases]
