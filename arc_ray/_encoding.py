@@ -6,7 +6,10 @@ Two jobs, kept apart from the model itself:
   :class:`~arc_ray.study.SearchSpace`: floats and ints through ``ParamSpec.to_unit``
   (log scale where declared, so ``[low, high]`` → ``[0, 1]``), bools to 0/1 and
   categoricals one-hot. One-hot rather than ``to_unit``'s index because choices have no
-  order: with an index, ``adam`` would sit "between" ``sgd`` and ``adamw``.
+  order: with an index, ``adam`` would sit "between" ``sgd`` and ``adamw``. Categoricals
+  whose choices are all numbers (batch size 16/32/64, image size) *are* ordered, so they
+  take one column, their rank among the sorted choices over ``n - 1``, like an int: one
+  column instead of n also keeps the GP's length scales few.
 * :func:`read_trials` pulls status, encoded configs and the metric out of a trials table
   (pyarrow, or pandas), reading ``config.<name>`` columns and falling back to parsing
   ``config_json`` for parameters that have no column or a null in it.
@@ -48,17 +51,27 @@ class SpaceEncoder:
         self.space = space
         # (name, spec, first column, number of columns)
         self._layout: list[tuple[str, ParamSpec, int, int]] = []
+        # Numeric categoricals: choice → rank / (n - 1) on the sorted choices.
+        self._ranks: dict[str, dict[Any, float]] = {}
         col = 0
         for name, spec in space.params.items():
-            width = len(spec.choices or ()) if spec.type == "categorical" else 1
+            width = 1
+            if spec.type == "categorical":
+                choices = spec.choices or []
+                if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
+                    ordered = sorted(choices)
+                    self._ranks[name] = {c: (ordered.index(c) / (len(ordered) - 1) if len(ordered) > 1 else 0.0)
+                                         for c in choices}
+                else:
+                    width = len(choices)
             self._layout.append((name, spec, col, width))
             col += width
         self.n_features = col
         # Unit-cube scale of each column: a one-hot pair differs in two columns, so
         # 1/sqrt(2) makes "another choice" as far apart as the ends of a numeric range.
         self.distance_scale = np.ones(col)
-        for _, spec, start, width in self._layout:
-            if spec.type == "categorical":
+        for name, spec, start, width in self._layout:
+            if spec.type == "categorical" and name not in self._ranks:
                 self.distance_scale[start:start + width] = 1 / math.sqrt(2)
 
     @property
@@ -70,7 +83,7 @@ class SpaceEncoder:
         """One name per column (``optimizer=adam`` for one-hot columns)."""
         names: list[str] = []
         for name, spec, _, _ in self._layout:
-            if spec.type == "categorical":
+            if spec.type == "categorical" and name not in self._ranks:
                 names += [f"{name}={c}" for c in spec.choices or ()]
             else:
                 names.append(name)
@@ -98,7 +111,9 @@ class SpaceEncoder:
             if problem:
                 problems.append(Violation(name, value, problem))
                 continue
-            if spec.type == "categorical":
+            if name in self._ranks:
+                row[start] = self._ranks[name][good]
+            elif spec.type == "categorical":
                 row[start:start + width] = 0.0
                 row[start + (spec.choices or []).index(good)] = 1.0
             elif spec.type in ("float", "int") and not (spec.low <= good <= spec.high):  # type: ignore[operator]
