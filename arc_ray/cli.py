@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Ray cluster HOST:PORT, 'auto' or ray://HOST:PORT (default: $RAY_ADDRESS, "
                             "else start Ray in this process)")
         p.add_argument("--offline", action="store_true",
-                       help="decide and log decisions only; run no trial")
+                       help="decide and log decisions only, run no trial (arc run: one cycle unless --cycles)")
 
     p = sub.add_parser("run", help="run the autonomous loop (resumes an interrupted cycle first)")
     p.add_argument("config", help="study file (configs/*.yaml)")

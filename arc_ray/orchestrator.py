@@ -505,9 +505,11 @@ class Orchestrator:
         ``study.target``; ``budget.max_cycles`` cycles, ``budget.max_trials`` trials or
         ``budget.max_gpu_hours`` are spent; ``budget.max_recover_cycles_without_improvement``
         recover cycles in a row did not improve the best; or this run did ``max_cycles``
-        (default ``budget.max_cycles``, else until another reason).
+        (default: until another reason; 1 in offline mode).
         """
         t0 = time.perf_counter()
+        if self.offline_mode and max_cycles is None:
+            max_cycles = 1  # offline cycles change nothing the stop rules look at
         reports: list[CycleReport] = []
         stop: tuple[StopReason, str] | None = None
         while True:
