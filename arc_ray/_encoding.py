@@ -60,8 +60,8 @@ class SpaceEncoder:
                 choices = spec.choices or []
                 if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
                     ordered = sorted(choices)
-                    self._ranks[name] = {c: (ordered.index(c) / (len(ordered) - 1) if len(ordered) > 1 else 0.0)
-                                         for c in choices}
+                    top = max(len(ordered) - 1, 1)
+                    self._ranks[name] = {c: ordered.index(c) / top for c in choices}
                 else:
                     width = len(choices)
             self._layout.append((name, spec, col, width))
@@ -116,7 +116,7 @@ class SpaceEncoder:
             elif spec.type == "categorical":
                 row[start:start + width] = 0.0
                 row[start + (spec.choices or []).index(good)] = 1.0
-            elif spec.type in ("float", "int") and not (spec.low <= good <= spec.high):  # type: ignore[operator]
+            elif spec.type in ("float", "int") and not spec.low <= good <= spec.high:  # type: ignore[operator]
                 row[start] = _unit_unclipped(spec, good)
             else:
                 row[start] = spec.to_unit(good)
@@ -293,7 +293,8 @@ def trials_table_from_records(records: Sequence[Mapping[str, Any]]) -> pa.Table:
     config_keys = sorted({k for f in flats for k in f})
     metric_keys = sorted({k for r in records for k in r.get("metrics", {})})
     columns: dict[str, Any] = {
-        "experiment_id": pa.array([str(r.get("experiment_id", f"exp-{i:05d}")) for i, r in enumerate(records)]),
+        "experiment_id": pa.array([str(r.get("experiment_id", f"exp-{i:05d}"))
+                                   for i, r in enumerate(records)]),
         "cycle_id": pa.array([int(r.get("cycle_id", i)) for i, r in enumerate(records)], pa.int64()),
         "status": pa.array([str(r.get("status", COMPLETED)) for r in records]),
     }

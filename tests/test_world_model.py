@@ -65,6 +65,30 @@ def history(rng: np.random.Generator, n: int, *, metric: str = "auc", sign: floa
     return configs, trials_table_from_records(records)
 
 
+# ------------------------------------------------------------------ encoding
+
+
+def test_the_encoding_is_log_aware_one_hot_and_ranks_numeric_choices():
+    from arc_ray._encoding import SpaceEncoder
+
+    space = SearchSpace.from_mapping({
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "layers": {"type": "int", "low": 1, "high": 5},
+        "model": {"type": "categorical", "choices": ["a", "b", "c"]},
+        "batch_size": {"type": "categorical", "choices": [64, 8, 16, 32]},
+        "augmentation": {"flip": {"type": "bool"}},
+    })
+    encoder = SpaceEncoder(space)
+    assert encoder.feature_names() == ["lr", "layers", "model=a", "model=b", "model=c",
+                                       "batch_size", "augmentation.flip"]
+    row = encoder.encode([{"lr": 1e-3, "layers": 2, "model": "b", "batch_size": 16,
+                           "augmentation": {"flip": True}}])[0]
+    np.testing.assert_allclose(row, [0.5, 0.25, 0, 1, 0, 1 / 3, 1])
+    # Unset → NaN (imputed by the model); out of range → past [0, 1].
+    row = encoder.encode([{"lr": 1.0}])[0]
+    assert row[0] == pytest.approx(1.25) and np.isnan(row[1:]).all()
+
+
 # ------------------------------------------------------------------ calibration
 
 
@@ -170,6 +194,17 @@ def test_failure_probability_without_failures_stays_near_a_small_base_rate():
     risk = model.failure_probability(sample_configs(np.random.default_rng(3), 50))
     # No failure in 30 trials: the shrunk base rate is 1/34, and nearby successes lower it.
     assert ((risk > 0) & (risk <= 1 / 34 + 1e-12)).all()
+
+
+def test_one_failure_among_many_successes_is_shrunk_towards_the_base_rate():
+    rng = np.random.default_rng(3)
+    configs = sample_configs(rng, 31)
+    records = [{"config": c, "metrics": {"auc": surface(c)}} for c in configs[1:]]
+    records.append({"config": configs[0], "status": "FAILED"})
+    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", "max")
+    at_failure = model.failure_probability([configs[0]])[0]
+    base_rate = 2 / 35  # (1 failure + 1) / (31 trials + 4), the shrunk overall rate
+    assert base_rate < at_failure < 0.5  # one crash raises the risk; it does not make it certain
 
 
 # ------------------------------------------------------------------ little data
