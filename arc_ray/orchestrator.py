@@ -27,6 +27,7 @@ Run: ``arc run configs/fundus-cpu.yaml --cycles 3`` (see :mod:`arc_ray.cli`), or
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -58,6 +59,22 @@ logger = logging.getLogger(__name__)
 def _served_study(instance: Any) -> str:
     """Runs inside an actor: which study it serves (to tell a reusable actor from a stale one)."""
     return instance.study.model_dump_json()
+
+
+def _started(name: str, ref: Any) -> Any:
+    """``ray.get(ref)``; an actor whose constructor raised becomes that error, in one line."""
+    import ray
+
+    from arc_ray.errors import ArcError, ConfigValidationError, HistoryError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as exc:
+        text = str(getattr(exc, "error_msg", "") or exc)
+        found = re.findall(r"^(?:[\w.]+\.)?(\w+Error): (.+)$", text, re.M)
+        kind, message = found[-1] if found else (type(exc).__name__, text.strip().splitlines()[0])
+        cls = {"HistoryError": HistoryError, "ConfigValidationError": ConfigValidationError}.get(kind, ArcError)
+        raise cls(f"the {name} actor could not start: {message}") from None
 
 
 # ------------------------------------------------------------------ orchestrator
@@ -102,6 +119,10 @@ class Orchestrator:
         self.on_event = on_event
         self.poll_interval_s = poll_interval_s
         self.trainable = trainable
+        # the driver writes there too (Tune runs, strategies): fail before Ray starts
+        from arc_ray.historian import ParquetStore
+
+        ParquetStore(study.study_dir).check_writable()
         self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
         self.agents = self._start_agents()
         self.historian = self.agents.pop("historian")
@@ -131,7 +152,8 @@ class Orchestrator:
         roster = self._agent_roster()
         handles = {name: self._actor(name, cls, args, kwargs) for name, (cls, args, kwargs) in roster.items()}
         want = self.study.model_dump_json()
-        served = ray.get([h.__ray_call__.remote(_served_study) for h in handles.values()])
+        refs = [h.__ray_call__.remote(_served_study) for h in handles.values()]
+        served = [_started(name, ref) for name, ref in zip(handles, refs)]
         for (name, handle), study_json in zip(list(handles.items()), served):
             if study_json != want:  # an actor left from another study of the same name
                 logger.info("replacing actor %s/%s: it serves a different study config", self.namespace, name)

@@ -185,3 +185,14 @@ def test_progress_rewrites_one_line_on_a_terminal():
     text = out.getvalue()
     assert text.count("\r\x1b[2K") == 2  # both progress updates rewrite the same line
     assert text.splitlines()[-1].startswith("cycle 2: finished")
+
+
+def test_unwritable_storage_fails_before_ray_starts(tmp_path, toy_study, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = toy_config(toy_study)
+    cfg.write_text(cfg.read_text().replace(f"storage: {tmp_path / 'history'}", f"storage: {blocker / 'sub'}"))
+    code, out, err = run_cli(["cycle", cfg], capsys)
+    assert code == 1
+    assert err.startswith("arc: error: history storage") and "is not writable" in err
+    assert err.count("\n") == 1
