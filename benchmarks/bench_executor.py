@@ -104,9 +104,9 @@ def main() -> None:
             print(f"rep {rep + 1}: {which:18s} {t:7.2f} s", flush=True)
 
     med = {k: statistics.median(v) for k, v in times.items() if v}
-    print(f"\n{args.trials} no-op trials, 1 CPU each, Ray with 2 CPUs; medians of {args.reps} reps")
+    print(f"\n{args.trials} no-op trials, 1 CPU each, Ray with 2 CPUs; medians")
     for k, v in med.items():
-        print(f"  {k:18s} {v:7.2f} s  ({v / args.trials * 1000:6.0f} ms per trial)")
+        print(f"  {k:18s} {v:7.2f} s  ({v / args.trials * 1000:6.0f} ms per trial, {len(times[k])} reps)")
     ratio = med["executor"] / med["plain_tune"]
     print(f"  executor / plain Tune             = {ratio:.3f}")
     if "executor_no_reuse" in med:
