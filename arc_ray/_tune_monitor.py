@@ -1,4 +1,4 @@
-"""The driver side of one ARC Tune experiment: job states, Tune hooks, watchdog, sidecars.
+"""The driver side of one ARC Tune experiment: Tune hooks, job transitions, watchdog.
 
 A :class:`TuneRun` is one Tune experiment (one per cycle, plus one per later batch of the
 same cycle). Ray Tune drives it through two hooks that live in the experiment's pickled
@@ -25,20 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
-from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from arc_ray._tune_jobs import JobState, RunStore, result_metrics
 from arc_ray._tune_trial import (
     ERROR_CLASS_KEY,
     ERROR_MESSAGE_KEY,
@@ -46,173 +42,12 @@ from arc_ray._tune_trial import (
     classify_error,
     experiment_id_of,
 )
-from arc_ray.records import ErrorClass, JobStatus, ProposalType, Resources, RiskLevel, TrialResult
+from arc_ray.records import ErrorClass, JobStatus
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a trial told to stop at a report may take to stop before its actor is killed.
 GRACEFUL_STOP_S = 5.0
-_NOT_METRICS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint", "experiment_tag",
-                "trial_id", "__duplicate__", "trainable_name", "iterations_since_restore"}
-
-
-# --------------------------------------------------------------------------- storage
-
-
-class RunStore:
-    """ARC's own files inside a Tune experiment folder (local path or pyarrow URI)."""
-
-    def __init__(self, experiment_uri: str) -> None:
-        self.uri = experiment_uri
-        self._local = "://" not in experiment_uri
-        if self._local:
-            self._fs, self._root = None, str(Path(experiment_uri).resolve())
-        else:
-            import pyarrow.fs as pafs
-
-            self._fs, self._root = pafs.FileSystem.from_uri(experiment_uri)
-
-    def _path(self, rel: str) -> str:
-        return f"{self._root.rstrip('/')}/{rel}"
-
-    def write_json(self, rel: str, obj: Any) -> None:
-        """Write ``obj`` as JSON; locally through a temp file and a rename (atomic)."""
-        text = json.dumps(obj, indent=1, default=str)
-        path = self._path(rel)
-        if self._local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        else:  # object stores replace whole objects atomically
-            self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with self._fs.open_output_stream(path) as fh:
-                fh.write(text.encode())
-
-    def read_json(self, rel: str) -> Any | None:
-        """The parsed file, or ``None`` when it is missing or unreadable."""
-        path = self._path(rel)
-        try:
-            if self._local:
-                text = Path(path).read_text(encoding="utf-8")
-            else:
-                with self._fs.open_input_stream(path) as fh:
-                    text = fh.readall().decode()
-            return json.loads(text)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable %s: %s", path, exc)
-            return None
-
-    def list_json(self, rel_dir: str) -> list[str]:
-        """Names (without ``.json``) of the JSON files in a sub-folder."""
-        path = self._path(rel_dir)
-        if self._local:
-            if not os.path.isdir(path):
-                return []
-            names = os.listdir(path)
-        else:
-            import pyarrow.fs as pafs
-
-            infos = self._fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-            names = [i.base_name for i in infos]
-        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
-
-
-# ------------------------------------------------------------------------- job state
-
-
-@dataclass
-class JobState:
-    """Everything the executor knows about one experiment; mutated under the executor's lock."""
-
-    experiment_id: str
-    cycle_id: int
-    config: dict[str, Any]
-    resources: Resources
-    meta: dict[str, Any] = field(default_factory=dict)  # proposer, proposal_type, risk_level
-    status: JobStatus = JobStatus.PENDING
-    run_name: str | None = None  # the Tune experiment (folder) it runs in
-    trial_id: str | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    attempt_started: float | None = None  # monotonic, this driver's latest start of the trial
-    attempt_prior_s: float = 0.0  # training time the latest start resumed from (its checkpoint)
-    restored_time_s: float = 0.0  # training time another driver spent before this one restored it
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    n_results: int = 0
-    iterations: int = 0
-    time_total_s: float | None = None
-    node_ip: str | None = None
-    error_class: ErrorClass | None = None
-    error_message: str | None = None
-    stopped_early: bool = False
-    result: TrialResult | None = None  # set once, when terminal
-    history: list[tuple[JobStatus, float]] = field(default_factory=list)  # (status, unix time)
-
-    def __post_init__(self) -> None:
-        if not self.history:
-            self.history.append((self.status, time.time()))
-
-    def set_status(self, status: JobStatus) -> None:
-        """Move to ``status``, remembering when (lock held)."""
-        if status != self.status:
-            self.status = status
-            self.history.append((status, time.time()))
-
-    def to_result(self) -> TrialResult:
-        """The job as a :class:`TrialResult` (the final one when terminal)."""
-        if self.result is not None:
-            return self.result
-        duration = None
-        if self.started_at is not None:
-            duration = (self.ended_at or time.time()) - self.started_at + self.restored_time_s
-        meta = self.meta
-        return TrialResult(
-            experiment_id=self.experiment_id, cycle_id=self.cycle_id, status=self.status,
-            config=self.config, metrics=self.last_metrics, best_metrics=self.best_metrics,
-            duration_s=duration, error_class=self.error_class, error_message=self.error_message,
-            node_ip=self.node_ip, resources=self.resources, stopped_early=self.stopped_early,
-            iterations=self.iterations, started_at=self.started_at, ended_at=self.ended_at,
-            proposer=meta.get("proposer"),
-            proposal_type=ProposalType(meta["proposal_type"]) if meta.get("proposal_type") else None,
-            risk_level=RiskLevel(meta["risk_level"]) if meta.get("risk_level") else None,
-        )
-
-    def load_result(self, result: TrialResult) -> None:
-        """Adopt a terminal result read back from a sidecar."""
-        self.result = result
-        self.set_status(result.status)
-        self.started_at, self.ended_at = result.started_at, result.ended_at
-        self.last_metrics, self.best_metrics = dict(result.metrics), dict(result.best_metrics)
-        self.iterations, self.node_ip = result.iterations, result.node_ip
-        self.error_class, self.error_message = result.error_class, result.error_message
-        self.stopped_early = result.stopped_early
-
-
-def result_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The numbers a trainable reported in one Tune result, without Tune's own fields."""
-    out: dict[str, float] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            name = f"{prefix}{k}"
-            if not prefix and (k in _NOT_METRICS or k.startswith("arc_")):
-                continue
-            if isinstance(v, dict):
-                walk(v, name + "/")
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[name] = float(v)
-
-    walk(result, "")
-    return out
 
 
 # -------------------------------------------------------------------------- the run
@@ -655,6 +490,6 @@ class NoTBXLogger(TBXLoggerCallback):
         pass
 
 
-__all__ = ["ArcCallback", "ArcScheduler", "JobState", "NoCSVLogger", "NoTBXLogger", "RunStore", "TuneRun",
-           "register_run", "result_metrics", "unregister_run"]
+__all__ = ["ArcCallback", "ArcScheduler", "NoCSVLogger", "NoTBXLogger", "TuneRun", "register_run",
+           "unregister_run"]
 

@@ -57,7 +57,8 @@ from arc_ray.records import (
 from arc_ray.study import join_storage
 
 if TYPE_CHECKING:  # the Tune side is imported on first use: ``Job`` alone stays light
-    from arc_ray._tune_monitor import JobState, TuneRun
+    from arc_ray._tune_jobs import JobState
+    from arc_ray._tune_monitor import TuneRun
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class TrainingExecutor:
         return f"{base}-{k}"
 
     def _launch(self, cycle_id: int, prepared: list[dict[str, Any]]) -> None:
-        from arc_ray._tune_monitor import JobState
+        from arc_ray._tune_jobs import JobState
 
         name = self._next_run_name(cycle_id)
         token = uuid.uuid4().hex
@@ -416,7 +417,7 @@ class TrainingExecutor:
     def _attach_run(self, cycle_id: int, name: str) -> None:
         from ray import tune
 
-        from arc_ray._tune_monitor import JobState, RunStore
+        from arc_ray._tune_jobs import JobState, RunStore
 
         uri = join_storage(self.study.tune_dir, name)
         store = RunStore(uri)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
@@ -300,3 +299,14 @@ def test_error_classes_from_exceptions_and_text():
         (None, ErrorClass.CRASH),
     ]
     assert [classify_error(e) for e, _ in cases] == [c for _, c in cases]
+
+
+def test_result_metrics_keep_what_the_trainable_reported():
+    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+
+    from arc_ray._tune_jobs import _NOT_METRICS, result_metrics
+
+    assert set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) <= _NOT_METRICS  # in step with Ray
+    result = {"auc": 0.9, "val": {"loss": 0.3, "note": "x"}, "flag": True, "arc_error_class": "oom",
+              "training_iteration": 3, "time_total_s": 1.0, "config": {"lr": 0.1}, "pid": 7}
+    assert result_metrics(result) == {"auc": 0.9, "val/loss": 0.3}
