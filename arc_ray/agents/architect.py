@@ -12,7 +12,7 @@ import numpy as np
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Pattern, Proposal, ProposalType, Resources, RiskLevel
-from arc_ray.study import ParamSpec, flatten_config
+from arc_ray.study import ParamSpec, StudyConfig, flatten_config
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ class ArchitectProposer(Proposer):
 
     name = "architect"
     proposal_type = ProposalType.ARCHITECTURE_CHANGE
+
+    @classmethod
+    def applies_to(cls, study: StudyConfig) -> bool:
+        return any(role_of(n) for n in study.search_space.names if n not in study.proposers.exclude)
 
     def roles(self, ctx: AgentContext) -> dict[str, str]:
         """role → parameter name, for the architectural parameters of this study."""

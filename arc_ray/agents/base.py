@@ -114,6 +114,12 @@ class Proposer(Agent):
 
     proposal_type: ProposalType = ProposalType.HYPERPARAMETER_TUNING
 
+    @classmethod
+    def applies_to(cls, study: StudyConfig) -> bool:
+        """Whether this proposer has anything to propose in ``study`` (the director gives
+        no quota to one that has not, e.g. the architect in a space without a model)."""
+        return True
+
     @abstractmethod
     def propose(self, ctx: AgentContext) -> list[Proposal]:
         """At most ``ctx.quota`` proposals."""
@@ -229,13 +235,13 @@ def risk_cap(study: StudyConfig, view: HistoryView) -> float:
     return min(1.0, max(study.supervisor.max_failure_probability, view.failure_rate() + RISK_MARGIN))
 
 
-def world_model_for(ctx: AgentContext, seed: int = 0) -> "WorldModel":
-    """A world model fitted on the context's trials (the best known value as baseline)."""
+def world_model_for(ctx: AgentContext, seed: int = 0, **options: Any) -> "WorldModel":
+    """A world model fitted on the context's trials (``options``: :class:`WorldModel` arguments)."""
     from arc_ray.world_model import WorldModel
 
-    wm = WorldModel(seed=seed)
+    wm = WorldModel(seed=seed, **options)
     return wm.fit(ctx.trials, ctx.study.search_space, ctx.study.metric, ctx.study.mode,
-                  baseline_metric=ctx.summary.best_value)
+                  baseline_config=ctx.study.baseline)
 
 
 def describe_config(flat: Mapping[str, Any], names: Sequence[str] | None = None, limit: int = 6) -> str:

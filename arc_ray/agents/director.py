@@ -8,8 +8,11 @@ from typing import Mapping
 
 import numpy as np
 
+from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import Agent, AgentContext, risk_cap
+from arc_ray.agents.explorer import novelty_score
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
+from arc_ray.study import flatten_config
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +93,14 @@ class Director(Agent):
 
     def quotas(self, mode: StrategyMode) -> dict[str, int]:
         """How many proposals each enabled proposer makes in ``mode``."""
+        from arc_ray.agents.registry import applicable  # the registry imports this module
+
         mix = MODE_MIX[mode]
         enabled = self.study.proposers.enabled
-        weights = {n: mix.get(n, _OTHER_WEIGHT) for n in enabled}
+        useful = applicable(self.study)
+        weights = {n: mix.get(n, _OTHER_WEIGHT) if n in useful else 0.0 for n in enabled}
         if not any(w > 0 for w in weights.values()):  # e.g. only "recovery" enabled, explore mode
-            weights = {n: 1.0 for n in enabled}
+            weights = {n: 1.0 if n in useful else 0.0 for n in enabled}
         return split_quota(self.study.proposers.proposals_per_cycle, weights)
 
     def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
@@ -108,19 +114,15 @@ class Director(Agent):
             return []
         view = ctx.history()
         mode = ctx.strategy.mode if ctx.strategy else StrategyMode.EXPLORE
-        points = np.array([view.unit({**view.baseline_flat, **_flat(p)}) for p in proposals])
-        run = view.X
+        points = np.array([view.unit(flatten_config(p.changes)) for p in proposals])
         votes = []
-        from arc_ray.agents._history import nearest_distance
-
         md = max(self.study.proposers.min_distance, 1e-6)
-        novelty = nearest_distance(points, run)
         if mode == StrategyMode.EXPLORE:
-            for p, d in zip(proposals, novelty):
-                score = 1.0 if not np.isfinite(d) else float(min(1.0, 0.5 + (d - md) / (4 * md)))
+            for p, d in zip(proposals, nearest_distance(points, view.X)):
+                score = novelty_score(float(d), md)
                 shown = "nothing run yet" if not np.isfinite(d) else f"distance {d:.3f} to the nearest run config"
                 votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=score >= 0.5,
-                                  score=max(score, 0.0), rationale=f"explore: {shown}"))
+                                  score=score, rationale=f"explore: {shown}"))
         elif mode == StrategyMode.EXPLOIT:
             best = view.best_index()
             for p, x in zip(proposals, points):
@@ -158,8 +160,3 @@ class Director(Agent):
                                   score=score, rationale=why))
         return votes
 
-
-def _flat(p: Proposal) -> dict:
-    from arc_ray.study import flatten_config
-
-    return flatten_config(p.changes)

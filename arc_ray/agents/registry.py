@@ -59,6 +59,12 @@ def proposer_class(name: str) -> type[Proposer]:
     return cls
 
 
+def applicable(study: StudyConfig) -> set[str]:
+    """Enabled proposer names that have something to propose in ``study``
+    (:meth:`Proposer.applies_to`); names not registered here count as applicable."""
+    return {n for n in study.proposers.enabled if n not in _PROPOSERS or _PROPOSERS[n].applies_to(study)}
+
+
 def agent_classes(study: StudyConfig) -> dict[str, type]:
     """Every agent of the study's collective by name: director, critic, the enabled
     proposers in order, supervisor. The orchestrator builds each as ``cls(study, name)``,
