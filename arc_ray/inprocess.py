@@ -34,7 +34,7 @@ from arc_ray.errors import (
     Violation,
 )
 from arc_ray.executor import Job
-from arc_ray.records import Decision, ErrorClass, JobStatus, Proposal, Resources, TrialResult
+from arc_ray.records import Decision, ErrorClass, JobStatus, Proposal, TrialResult
 from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)

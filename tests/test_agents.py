@@ -417,3 +417,71 @@ def test_proposers_vote_on_others_only(toy_study):
     for mode in StrategyMode:
         c = ctx.model_copy(update={"strategy": ctx.strategy.model_copy(update={"mode": mode})})
         assert len(d.vote([mine, theirs], c)) == 2
+
+
+def test_director_gives_no_quota_to_a_proposer_with_nothing_to_propose(tmp_path):
+    continuous = StudyConfig.from_dict({
+        "name": "cont", "trainable": "trainables.toy:objective", "metric": "score",
+        "baseline": {"x": 0.0, "y": 0.0}, "storage": str(tmp_path),
+        "search_space": {"x": {"type": "float", "low": -1, "high": 1}, "y": {"type": "float", "low": -1, "high": 1}}})
+    for mode in StrategyMode:
+        quotas = Director(continuous).quotas(mode)
+        assert quotas["architect"] == 0 and sum(quotas.values()) == continuous.proposers.proposals_per_cycle
+    assert not ArchitectProposer.applies_to(continuous) and BayesianProposer.applies_to(continuous)
+
+
+# ------------------------------------------------------------------ constraints and risk
+
+
+def test_forbidden_samples_are_moved_just_outside(mixed_study):
+    from arc_ray.agents._constraints import project_out
+    from arc_ray.records import Constraint
+
+    space = mixed_study.search_space
+    lr = Constraint(id="lr_high", parameters=["learning_rate"], low=0.01, reason="diverges", source="learned")
+    mem = Constraint(id="mem", parameters=["batch_size", "image_size"], low=64 * 224, reason="oom", source="learned")
+    flat = {**flatten_config(mixed_study.baseline), "learning_rate": 0.05, "batch_size": 128, "image_size": 224}
+    moved, notes = project_out(flat, [lr, mem], space)
+    assert not lr.forbids(moved) and not mem.forbids(moved)
+    assert 0.005 < moved["learning_rate"] < 0.01  # just below the bound, in the log scale
+    assert moved["batch_size"] == 32 and moved["image_size"] == 224  # the batch gives way
+    assert any("lr_high" in n for n in notes) and any("mem" in n for n in notes)
+    # a parameter that must not move is left alone (the caller's validation then fails)
+    kept, _ = project_out(flat, [lr], space, fixed=["learning_rate"])
+    assert kept["learning_rate"] == 0.05
+
+
+def test_proposers_respect_learned_constraints(toy_study):
+    # everything with lr ≥ 1e-4 diverged: the historian learns it, proposers stay below
+    results = make_results(toy_study, 10, fail=lambda f: "diverged" if f["lr"] >= 1e-4 else None)
+    ctx = context(toy_study, results, mode=StrategyMode.RECOVER, quota=3)
+    learned = [c for c in ctx.summary.constraints if "lr" in c.parameters]
+    assert learned, "the historian should learn an lr bound from these failures"
+    for cls in (BayesianProposer, ExplorerProposer, RecoveryProposer):
+        for p in cls(toy_study).propose(ctx):
+            flat = {**flatten_config(toy_study.baseline), **flatten_config(p.changes)}
+            assert not any(c.forbids(flat) for c in learned), (cls.__name__, p.changes)
+
+
+def test_risk_cap_follows_a_failing_history(toy_study):
+    from arc_ray.agents.base import RISK_MARGIN, risk_cap
+
+    cap = toy_study.supervisor.max_failure_probability
+    assert risk_cap(toy_study, context(toy_study, make_results(toy_study, 8)).history()) == cap
+    failing = context(toy_study, make_results(toy_study, 8, fail=lambda f: "crash")).history()
+    assert risk_cap(toy_study, failing) == pytest.approx(failing.failure_rate() + RISK_MARGIN)
+    assert failing.failure_rate() == pytest.approx(9 / 12)
+
+
+def test_critic_refits_as_the_history_grows_and_uses_the_current_best(toy_study):
+    results = make_results(toy_study, 44)
+    critic = Critic(toy_study)
+    p = [Proposal(experiment_id="p", changes={"x": 0.3}, proposer="t")]
+    first = critic.model(context(toy_study, results[:40]))
+    ctx41 = context(toy_study, results[:41])
+    assert critic.model(ctx41) is first  # 1 new trial < 5% of 40
+    assert critic.model(context(toy_study, results[:42])) is not first  # 2 new trials: refit
+    # the incumbent of expected improvement is the summary's best, not the one at fit time
+    low = critic.assess(p, ctx41)[0].expected_improvement
+    high_bar = ctx41.model_copy(update={"summary": ctx41.summary.model_copy(update={"best_value": 5.0})})
+    assert critic.assess(p, high_bar)[0].expected_improvement < low

@@ -13,7 +13,6 @@ back through the history.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import optuna
