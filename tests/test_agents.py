@@ -485,3 +485,22 @@ def test_critic_refits_as_the_history_grows_and_uses_the_current_best(toy_study)
     low = critic.assess(p, ctx41)[0].expected_improvement
     high_bar = ctx41.model_copy(update={"summary": ctx41.summary.model_copy(update={"best_value": 5.0})})
     assert critic.assess(p, high_bar)[0].expected_improvement < low
+
+
+def test_searching_the_splits_keeps_them_summing_to_one(toy_study):
+    study = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(update={"exclude": []})})
+    ctx = context(study, make_results(study, 10), quota=4)
+    props = BayesianProposer(study).propose(ctx) + ExplorerProposer(study).propose(ctx)
+    assert props
+    gen = ExperimentConfigGenerator(study)
+    for p in props:
+        assert "train_split" in p.changes and p.changes["train_split"] + p.changes["val_split"] == pytest.approx(1.0)
+        gen.validate(p.changes)
+
+
+def test_explorer_by_world_model_uncertainty(toy_study):
+    study = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(update={"explorer": "uncertainty"})})
+    ctx = context(study, make_results(study, 12), quota=3)
+    props = ExplorerProposer(study).propose(ctx)
+    assert len(props) == 3 and all("world-model std" in p.rationale for p in props)
+    assert_valid_proposals(study, props)
