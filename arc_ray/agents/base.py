@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPLIT_KEYS = ("train_split", "val_split")
-
-
 class AgentContext(BaseModel):
     """What an agent knows when it proposes or votes in one cycle.
 
@@ -57,11 +54,14 @@ class Agent(ABC):
 
     Contract:
         * The collective (``arc_ray.agents.collective.Collective``) calls, once per
-          cycle and in this order, ``propose(ctx)`` on every agent whose quota in the
-          director's strategy is above zero, then ``vote(proposals, ctx)`` on every agent.
-          Either call may happen in another process: agents are plain classes that the
-          orchestrator turns into Ray actors, so arguments and results must pickle, and
-          nothing may rely on shared memory with the driver.
+          cycle and in this order: ``director.plan(summary)``; ``propose(ctx)`` on every
+          agent whose quota in the director's strategy is above zero (in parallel);
+          ``critic.assess(proposals, ctx)`` for the forecasts it attaches to the
+          proposals; ``vote(proposals, ctx)`` on every agent but the supervisor (in
+          parallel); ``supervisor.review(ranking, ctx)``. Any call may happen in another
+          process: agents are plain classes that the orchestrator turns into Ray
+          actors, so arguments and results must pickle, and nothing may rely on shared
+          memory with the driver.
         * ``propose`` returns at most ``ctx.quota`` :class:`Proposal`\\ s whose
           ``experiment_id`` is unique across the study (use :meth:`Proposer.experiment_id`)
           and whose ``changes`` are relative to the baseline.
@@ -113,6 +113,7 @@ class Proposer(Agent):
     """
 
     proposal_type: ProposalType = ProposalType.HYPERPARAMETER_TUNING
+    _validator: "ExperimentConfigGenerator | None" = None  # built on first use, per instance
 
     @classmethod
     def applies_to(cls, study: StudyConfig) -> bool:
@@ -162,7 +163,7 @@ class Proposer(Agent):
         """A config generator holding the learned constraints (validates; never writes here)."""
         from arc_ray.configgen import ExperimentConfigGenerator
 
-        gen = getattr(self, "_validator", None)
+        gen = self._validator
         if gen is None:
             gen = self._validator = ExperimentConfigGenerator(self.study)
         gen.set_constraints([c for c in ctx.summary.constraints if c.source != "declared"])

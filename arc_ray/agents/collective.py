@@ -261,6 +261,9 @@ class Collective:
                 reject(p.experiment_id, "invalid config: " + "; ".join(str(v) for v in exc.violations), p,
                        by="configgen")
                 continue
+            except Exception as exc:  # values the validators cannot even compare
+                reject(p.experiment_id, f"invalid config: {_short(exc)}", p, by="configgen")
+                continue
             out.append(p)
         return out
 

@@ -56,7 +56,11 @@ class Supervisor:
         self._gen: ExperimentConfigGenerator | None = None
 
     def ping(self) -> str:
+        """Liveness check for actors."""
         return self.name
+
+    def __repr__(self) -> str:
+        return f"Supervisor(name={self.name!r}, study={self.study.name!r})"
 
     def generator(self, ctx: AgentContext) -> ExperimentConfigGenerator:
         """The config generator, holding the historian's latest learned constraints."""
