@@ -114,8 +114,12 @@ class TuneRun:
                 job.best_metrics = dict(metrics)
 
     def finalize(self, job: JobState, status: JobStatus, error_class: ErrorClass | None = None,
-                 message: str | None = None) -> bool:
-        """Make ``job`` terminal (once), write its sidecar and wake waiters. Lock held."""
+                 message: str | None = None, *, persist: bool = True) -> bool:
+        """Make ``job`` terminal (once), write its sidecar and wake waiters. Lock held.
+
+        With ``persist=False`` the result stays in memory only, so a later
+        :meth:`TrainingExecutor.resume` runs the trial again.
+        """
         if job.status.is_terminal():
             return False
         job.set_status(status)
@@ -126,8 +130,9 @@ class TuneRun:
             job.error_class, job.error_message = None, None
         job.result = job.to_result()
         try:
-            self.store.write_json(f"arc/results/{job.experiment_id}.json",
-                                  job.result.model_dump(mode="json"))
+            if persist:
+                self.store.write_json(f"arc/results/{job.experiment_id}.json",
+                                      job.result.model_dump(mode="json"))
         except Exception as exc:  # the in-memory result still stands; resume re-runs it at worst
             logger.error("could not write the result of %s: %s", job.experiment_id, exc)
         logger.info("trial %s %s%s", job.experiment_id, status.value,
@@ -279,8 +284,11 @@ class TuneRun:
                 self.fit_error = f"{type(error).__name__}: {error}"
             for job in self.jobs.values():
                 if not job.status.is_terminal():
+                    # The run ended under the trial (driver exiting, Ray shut down, a Tune
+                    # error): that is no verdict on the trial, so it is not written down and
+                    # a resumed cycle runs it again.
                     why = self.fit_error or "the Tune run ended without finishing this trial"
-                    self.finalize(job, JobStatus.FAILED, ErrorClass.CRASH, why)
+                    self.finalize(job, JobStatus.FAILED, ErrorClass.CRASH, why, persist=False)
             self.cond.notify_all()
 
     @property
