@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from arc_ray._io import atomic_write_text as write_text, read_text
 from arc_ray.records import (
     CycleReport,
     Decision,
@@ -217,30 +217,6 @@ def count_outcomes(decisions: list[Decision]) -> str:
     for d in decisions:
         by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
     return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
-
-
-def write_text(uri: str, text: str) -> None:
-    """Write a small file atomically on a local folder or a pyarrow filesystem URI."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode("utf-8"))
-    fs.move(tmp, path)
-
-
-def read_text(uri: str) -> str | None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode("utf-8")
-    except (FileNotFoundError, OSError):
-        return None
 
 
 __all__ = [

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arc_ray._io import atomic_write_text
 from arc_ray.records import ErrorClass, JobStatus, ProposalType, Resources, RiskLevel, TrialResult
 
 logger = logging.getLogger(__name__)
@@ -53,23 +53,10 @@ class RunStore:
         return f"{self._root.rstrip('/')}/{rel}"
 
     def write_json(self, rel: str, obj: Any) -> None:
-        """Write ``obj`` as JSON; locally through a temp file and a rename (atomic)."""
-        text = json.dumps(obj, indent=1, default=str)
+        """Write ``obj`` as JSON, atomically (see :func:`arc_ray._io.atomic_write_text`)."""
         path = self._path(rel)
-        if self._local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        else:  # object stores replace whole objects atomically
-            self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with self._fs.open_output_stream(path) as fh:
-                fh.write(text.encode())
+        atomic_write_text(path if self._local else f"{self.uri.rstrip('/')}/{rel}",
+                          json.dumps(obj, indent=1, default=str))
 
     def read_json(self, rel: str) -> Any | None:
         """The parsed file, or ``None`` when it is missing or unreadable."""

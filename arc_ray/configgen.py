@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from arc_ray._io import atomic_write_text
 from arc_ray.errors import ConfigValidationError, Violation
 from arc_ray.records import Constraint, Proposal, experiment_id_problem
 from arc_ray.study import flatten_config, unflatten_config
@@ -40,18 +41,6 @@ logger = logging.getLogger(__name__)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SPLIT_TOLERANCE = 1e-9
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ExperimentConfigGenerator:
@@ -118,7 +107,7 @@ class ExperimentConfigGenerator:
                 n = len(list(self.baseline_dir.glob("previous_*.yaml"))) + 1
                 shutil.copy2(current, self.baseline_dir / f"previous_{n:04d}.yaml")
             doc = {"updated_at": time.time(), "reason": reason, "config": new}
-            _atomic_write_text(current, yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
+            atomic_write_text(current, yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
             self._baseline, self._baseline_flat = new, flat
         logger.info("baseline updated (%s)", reason or "no reason given")
         return new
@@ -210,8 +199,8 @@ class ExperimentConfigGenerator:
                 [Violation("storage", str(self.output_dir), f"cannot create folder: {exc}")]
             ) from None
         if final.is_dir():  # rewriting (resume): replace each file atomically
-            _atomic_write_text(final / "config.yaml", as_yaml)
-            _atomic_write_text(final / "config.json", as_json)
+            atomic_write_text(final / "config.yaml", as_yaml)
+            atomic_write_text(final / "config.json", as_json)
             return final
         tmp = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=f".{experiment_id}."))
         try:
@@ -223,8 +212,8 @@ class ExperimentConfigGenerator:
             if not final.is_dir():
                 raise
             # another writer placed the same experiment first: keep theirs, refresh files
-            _atomic_write_text(final / "config.yaml", as_yaml)
-            _atomic_write_text(final / "config.json", as_json)
+            atomic_write_text(final / "config.yaml", as_yaml)
+            atomic_write_text(final / "config.json", as_json)
         return final
 
     # -------------------------------------------------------------- validation

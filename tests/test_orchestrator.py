@@ -8,7 +8,6 @@ so the agent actors are started once for the module.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 
