@@ -543,6 +543,43 @@ class TrainingExecutor:
                     logger.warning("Tune experiment %s still winding down", run.uri)
             unregister_run(run)
 
+    def prune_checkpoints(self, cycle_id: int, keep: int = 1) -> int:
+        """Delete all but the newest ``keep`` checkpoints of each trial of a finished cycle.
+
+        Call it only once the cycle's results are stored: its Tune experiments are then
+        never restored again, so older checkpoints only cost disk (a timm trial writes one
+        per epoch). Trials of the cycle still running are left alone.
+
+        Returns:
+            how many checkpoint folders were deleted.
+        """
+        cycle_id = _check_cycle_id(cycle_id)
+        if keep < 1:
+            raise ConfigValidationError([Violation("keep", keep, "must be >= 1")])
+        with self._cond:
+            if any(j.cycle_id == cycle_id and not j.status.is_terminal() for j in self._jobs.values()):
+                logger.warning("cycle %d still has trials running; its checkpoints are kept", cycle_id)
+                return 0
+        import pyarrow.fs as pafs
+
+        if "://" in self.study.tune_dir:
+            fs, root = pafs.FileSystem.from_uri(self.study.tune_dir)
+        else:
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(self.study.tune_dir)
+        removed = 0
+        for run in _cycle_run_names(self.study.tune_dir, cycle_id):
+            trials = fs.get_file_info(pafs.FileSelector(f"{root}/{run}", allow_not_found=True))
+            for trial in (t for t in trials if t.type == pafs.FileType.Directory):
+                entries = fs.get_file_info(pafs.FileSelector(trial.path, allow_not_found=True))
+                checkpoints = sorted(e.path for e in entries if e.type == pafs.FileType.Directory
+                                     and e.base_name.startswith("checkpoint_"))
+                for path in checkpoints[:-keep]:
+                    fs.delete_dir(path)
+                    removed += 1
+        if removed:
+            logger.info("cycle %d: removed %d older checkpoints", cycle_id, removed)
+        return removed
+
     # ---------------------------------------------------------------- helpers
 
     def _get(self, experiment_id: str) -> JobState:

@@ -403,10 +403,22 @@ class Orchestrator:
         report.duration_s = time.perf_counter() - t0
         self._get(self.historian.log_cycle.remote(report))
         self.timings["integrate_and_log"] = time.perf_counter() - ti
+        self._prune_checkpoints(cid)
         self._record_telemetry(report)
         self._emit(cid, "finished", count_statuses(r.status for r in report.results),
                    message=stop[1] if stop else "")
         return report
+
+    def _prune_checkpoints(self, cycle_id: int) -> None:
+        """Once a cycle is stored, keep only each trial's newest ``study.checkpoints_kept``."""
+        keep = self.study.checkpoints_kept
+        prune = getattr(self._executor, "prune_checkpoints", None)  # the in-process one has none
+        if keep is None or prune is None:
+            return
+        try:
+            prune(cycle_id, keep)
+        except Exception as exc:  # disk housekeeping never fails a cycle
+            logger.warning("cycle %d: could not prune checkpoints: %s", cycle_id, exc)
 
     @staticmethod
     def _annotate(results: list[TrialResult], decisions: list[Decision]) -> list[TrialResult]:

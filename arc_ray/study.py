@@ -374,6 +374,9 @@ class StudyConfig(BaseModel):
     max_concurrent_trials: int = Field(2, ge=1)
     trial_timeout_s: float | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0)  # Tune retries of a trial whose worker died
+    # Checkpoints kept per trial once its cycle is stored in the history (resume needs
+    # none then); the newest are kept. None keeps every checkpoint.
+    checkpoints_kept: int | None = Field(1, ge=1)
     scheduler: SchedulerSettings | None = None
     # --- the agents
     budget: BudgetSettings = Field(default_factory=BudgetSettings)

@@ -220,6 +220,18 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
     again_a0 = third.collect_results("a0")
     assert again_a0.iterations == 5 and again_a0.metrics == best.metrics  # same t_end: no rerun
 
+    # the cycle stored: older checkpoints go, each trial's newest stays
+    trial_dirs = [d for run in Path(study.tune_dir).glob("cycle_0004*") for d in run.iterdir()
+                  if d.name in {"a0", "a1", "a2", "a3", "a4"}]
+    before = {d.name: sorted(p.name for p in d.glob("checkpoint_*")) for d in trial_dirs}
+    assert len(before["a0"]) == 5
+    removed = third.prune_checkpoints(4, keep=1)
+    after = {d.name: sorted(p.name for p in d.glob("checkpoint_*")) for d in trial_dirs}
+    assert removed == sum(len(v) - 1 for v in before.values()) > 0
+    assert after == {name: names[-1:] for name, names in before.items()}
+    with pytest.raises(ConfigValidationError, match="keep"):
+        third.prune_checkpoints(4, keep=0)
+
 
 # --------------------------------------------------------------------- bad input
 

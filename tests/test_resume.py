@@ -168,6 +168,12 @@ def test_killed_while_trials_run_resumes_the_tune_run(orch, study, tmp_path):
         assert ends[eid] < killed_at
     assert report.strategy is not None  # the mode survives the crash
     assert_cycle_stored_once(study, orch, cycle)
+    # once the cycle is stored, each trial keeps only its newest checkpoint (2 epochs ran)
+    trial_dirs = [d for run in Path(study.tune_dir).glob(f"cycle_{cycle:04d}*")
+                  for d in run.iterdir() if d.is_dir() and d.name in ends]
+    assert sorted(d.name for d in trial_dirs) == sorted(ends)
+    for d in trial_dirs:
+        assert len(list(d.glob("checkpoint_*"))) == 1, d
 
 
 @pytest.mark.parametrize("hold", ["integrating", "integrated"])
