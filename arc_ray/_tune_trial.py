@@ -42,12 +42,13 @@ _TIMEOUT_TEXT = ("timeouterror", "timed out", "timeout")
 def classify_error(error: BaseException | str | None) -> ErrorClass:
     """The :class:`ErrorClass` of an exception, or of an error's text (type name included).
 
-    ``TrainingDivergedError`` → diverged; ``TrainingOutOfMemoryError``, ``MemoryError``,
+    ``TrainingDivergedError`` (any ``FloatingPointError``) → diverged;
+    ``TrainingOutOfMemoryError``, ``MemoryError``,
     any ``*OutOfMemoryError`` or "out of memory" → oom; ``TimeoutError`` / "timed out"
     → timeout; anything else → crash.
     """
     if isinstance(error, BaseException):
-        if isinstance(error, TrainingDivergedError):
+        if isinstance(error, (TrainingDivergedError, FloatingPointError)):
             return ErrorClass.DIVERGED
         if isinstance(error, (TrainingOutOfMemoryError, MemoryError)):
             return ErrorClass.OOM

@@ -25,12 +25,11 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+from arc_ray._tune_trial import classify_error
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import (
     ConfigValidationError,
-    TrainingDivergedError,
     TrainingExecutionError,
-    TrainingOutOfMemoryError,
     Violation,
 )
 from arc_ray.executor import Job
@@ -38,17 +37,6 @@ from arc_ray.records import Decision, ErrorClass, JobStatus, Proposal, TrialResu
 from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-
-def error_class_of(exc: BaseException) -> ErrorClass:
-    """The error class of an exception an objective raised."""
-    if isinstance(exc, (TrainingOutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
-        return ErrorClass.OOM
-    if isinstance(exc, (TrainingDivergedError, FloatingPointError)):
-        return ErrorClass.DIVERGED
-    if isinstance(exc, TimeoutError):
-        return ErrorClass.TIMEOUT
-    return ErrorClass.CRASH
 
 
 class InProcessExecutor:
@@ -170,7 +158,7 @@ class InProcessExecutor:
                 status, err_class = JobStatus.FAILED, ErrorClass.DIVERGED
                 err_msg = f"the study metric {self.study.metric!r} is {value}"
         except Exception as exc:
-            status, err_class, err_msg = JobStatus.FAILED, error_class_of(exc), f"{type(exc).__name__}: {exc}"
+            status, err_class, err_msg = JobStatus.FAILED, classify_error(exc), f"{type(exc).__name__}: {exc}"
             logger.info("trial %s failed (%s): %s", job.experiment_id, err_class.value, err_msg)
         finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
         return TrialResult(experiment_id=job.experiment_id, cycle_id=job.cycle_id, status=status,
@@ -264,4 +252,4 @@ class InProcessExecutor:
             self._worker.join(timeout=timeout)
 
 
-__all__ = ["InProcessExecutor", "error_class_of"]
+__all__ = ["InProcessExecutor"]

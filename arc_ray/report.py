@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from arc_ray._cycle_state import int_column
 from arc_ray.errors import HistoryError
 from arc_ray.records import Constraint, Decision, HistorySummary, Pattern
 
@@ -123,7 +124,7 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
     cycles = historian.cycles_table()
     modes = cycle_modes(cycles)
     last_decisions: list[Decision] = []
-    decided = _int_column(historian.decisions_table(), "cycle_id")
+    decided = int_column(historian.decisions_table(), "cycle_id")
     if decided:
         last_decisions = list(historian.decisions_for_cycle(max(decided)))
     summary = historian.summary()
@@ -140,12 +141,6 @@ def cycle_modes(cycles: pa.Table | None) -> dict[int, str]:
     ids = cycles.column("cycle_id").to_pylist()
     modes = cycles.column("mode").to_pylist()
     return {int(c): str(m) for c, m in zip(ids, modes) if c is not None and m is not None}
-
-
-def _int_column(table: pa.Table | None, name: str) -> list[int]:
-    if table is None or table.num_rows == 0 or name not in table.column_names:
-        return []
-    return [int(v) for v in table.column(name).to_pylist() if v is not None]
 
 
 # ----------------------------------------------------------------------- figures

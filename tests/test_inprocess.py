@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from arc_ray.errors import ConfigValidationError, TrainingDivergedError, TrainingExecutionError, TrainingOutOfMemoryError
-from arc_ray.inprocess import InProcessExecutor, error_class_of
+from arc_ray._tune_trial import classify_error as error_class_of
+from arc_ray.inprocess import InProcessExecutor
 from arc_ray.records import Decision, DecisionOutcome, ErrorClass, JobStatus, Proposal, Resources
 from trainables.toy import objective as toy_objective
 
