@@ -486,9 +486,18 @@ class StudyConfig(BaseModel):
     def tune_dir(self) -> str:
         return join_storage(self.study_dir, "tune")
 
+    @property
+    def sign(self) -> float:
+        """``+1.0`` when the metric is maximised, ``-1.0`` when minimised.
+
+        The study's direction, held once: ``sign * value`` is larger-is-better everywhere
+        (agents, world model, historian, monitors); nothing re-derives it from ``mode``.
+        """
+        return 1.0 if self.mode == "max" else -1.0
+
     def better(self, a: float, b: float) -> bool:
         """Whether metric value ``a`` is strictly better than ``b`` in this study's direction."""
-        return a > b if self.mode == "max" else a < b
+        return self.sign * a > self.sign * b
 
     # ----------------------------------------------------------------- imports
 
