@@ -7,8 +7,15 @@ carries its data as keyword fields rather than only in the message.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+# Shows a value in a message at bounded cost: a hostile study file can hold a value
+# that expands to gigabytes (YAML aliases), and a full repr() would build all of it.
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxlong = 3, 60, 60, 40
+_short.maxlist = _short.maxdict = _short.maxset = _short.maxtuple = 6
 
 
 class ArcError(Exception):
@@ -24,7 +31,7 @@ class Violation:
     rule: str
 
     def __str__(self) -> str:
-        shown = repr(self.value)
+        shown = _short.repr(self.value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         return f"{self.field}={shown}: {self.rule}"
@@ -119,12 +126,31 @@ class ClusterConnectionError(ArcError, ConnectionError):
     """A Ray cluster cannot be reached or refused our credentials."""
 
 
+class StudyLockedError(ArcError, RuntimeError):
+    """Another live driver holds the study's lease (see :mod:`arc_ray.lease`)."""
+
+    def __init__(self, *, study: str, holder: str, path: str) -> None:
+        super().__init__(f"study {study!r} is being run by another driver ({holder}); "
+                         f"wait for it to finish or stop it (lease: {path})")
+        self.study = study
+        self.holder = holder
+        self.path = path
+
+    def __reduce__(self):
+        return (_rebuild_locked, (self.study, self.holder, self.path))
+
+
+def _rebuild_locked(study: str, holder: str, path: str) -> StudyLockedError:
+    return StudyLockedError(study=study, holder=holder, path=path)
+
+
 __all__ = [
     "ArcError",
     "ClusterConnectionError",
     "ConfigValidationError",
     "DataError",
     "HistoryError",
+    "StudyLockedError",
     "TrainingDivergedError",
     "TrainingExecutionError",
     "TrainingOutOfMemoryError",
