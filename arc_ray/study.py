@@ -396,6 +396,21 @@ class StudyConfig(BaseModel):
             raise ValueError(f"study name {v!r} {problem}")
         return v
 
+    @field_validator("target")
+    @classmethod
+    def _finite_target(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"target must be a finite number, got {v}")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _some_cpu(cls, v: Resources) -> Resources:
+        if v.cpu < 1:
+            raise ValueError(f"each trial needs at least one CPU (resources.cpu={v.cpu:g}): "
+                             "Ray runs a trial's process on a CPU slot")
+        return v
+
     @field_validator("trainable")
     @classmethod
     def _module_function(cls, v: str) -> str:
@@ -456,6 +471,13 @@ class StudyConfig(BaseModel):
         storage = os.environ.get("ARC_STORAGE") or data.get("storage", "history")
         if isinstance(storage, str) and "://" not in storage:
             storage = str((base / storage).resolve())
+            name = data.get("name")
+            for folder in (Path(storage), Path(storage, name) if isinstance(name, str) else None):
+                if folder is not None and folder.exists() and not folder.is_dir():
+                    where = f" (line {lines['storage']})" if "storage" in lines else ""
+                    violations.append(Violation("storage", str(folder),
+                                                f"is a file, not a folder the history can live in{where}"))
+                    break
         data["storage"] = storage
         if violations:
             raise ConfigValidationError(violations, source=source)
@@ -534,15 +556,43 @@ def _resolve_paths(baseline: dict[str, Any], base: Path, keys: Iterable[str]) ->
     return unflatten_config(flat) if changed else baseline
 
 
+# A study file is a page of settings; past this it is a mistake or an attack, and is
+# refused before it is parsed (a 50 MB file once took 40 s and 2 GB to reject).
+MAX_STUDY_FILE_BYTES = 1 << 20
+
+
 def _load_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Safely load a YAML mapping; returns it and the 1-based line of each top-level key."""
+    """Safely load a YAML mapping; returns it and the 1-based line of each top-level key.
+
+    Refuses, each with a :class:`ConfigValidationError` naming the file: a missing file,
+    one over :data:`MAX_STUDY_FILE_BYTES`, one that is not UTF-8, malformed YAML, and
+    YAML aliases (``*name``): an alias repeats a subtree by reference, and a few
+    hundred bytes of nested aliases expand to gigabytes (the "billion laughs").
+    """
     source = str(path)
     if not path.is_file():
         raise ConfigValidationError([Violation("file", source, "file not found")], source=source)
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_STUDY_FILE_BYTES:
+        raise ConfigValidationError([Violation("file", f"{size:,} bytes", (
+            f"a study file may hold at most {MAX_STUDY_FILE_BYTES:,} bytes"))], source=source)
+    raw = path.read_bytes()
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigValidationError([Violation("file", f"byte {exc.start} (line {line})",
+                                               "the file is not UTF-8 text")], source=source) from None
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            _refuse_aliases(node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except _AliasError as exc:
+        raise ConfigValidationError([Violation("yaml", None, str(exc))], source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -560,6 +610,29 @@ def _load_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         for key_node, _ in node.value:
             lines[str(key_node.value)] = key_node.start_mark.line + 1
     return data, lines
+
+
+class _AliasError(Exception):
+    def __init__(self, mark: Any) -> None:
+        super().__init__(f"line {mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                         "allowed in a study file; write the value out")
+
+
+def _refuse_aliases(root: Any) -> None:
+    """Raise at the first node reached twice: the composer shares one node per alias, so
+    this finds them after one parse and before anything is expanded."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise _AliasError(node.start_mark)
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
 
 
 def _to_config_error(exc: ValidationError, source: str, lines: Mapping[str, int]) -> ConfigValidationError:
