@@ -524,8 +524,17 @@ class StudyConfig(BaseModel):
     # ----------------------------------------------------------------- imports
 
     def load_trainable(self) -> Callable[..., Any]:
-        """Import the trainable named by ``trainable`` ("module:function")."""
-        return _import_object(self.trainable, "trainable", self.source_path)
+        """Import the trainable named by ``trainable`` ("module:function").
+
+        Raises:
+            ConfigValidationError: the module cannot be imported (missing, or raising on
+                import), has no such attribute, or the attribute is not callable.
+        """
+        fn = _import_object(self.trainable, "trainable", self.source_path)
+        if not callable(fn):
+            raise ConfigValidationError([Violation("trainable", self.trainable,
+                                                   f"is a {type(fn).__name__}, not a function")])
+        return fn
 
     def load_config_model(self) -> type[BaseModel] | None:
         """The trainable's pydantic ``Config`` (or ``config_model``), if it has one."""
@@ -660,6 +669,10 @@ def _import_module(module_name: str, what: str, source_path: str | None) -> Any:
                 return _import_module(module_name, what, None)
         raise ConfigValidationError(
             [Violation(what, module_name, f"cannot import module: {exc}")]
+        ) from None
+    except Exception as exc:  # the module itself is broken: say so here, not in every trial
+        raise ConfigValidationError(
+            [Violation(what, module_name, f"importing the module raised {type(exc).__name__}: {exc}")]
         ) from None
 
 
