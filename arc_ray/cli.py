@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterator, TextIO
 from arc_ray.errors import ArcError, ClusterConnectionError, ConfigValidationError, DataError
 
 if TYPE_CHECKING:
-    from arc_ray.orchestrator import CycleEvent, RunReport
+    from arc_ray.historian import HistoryReader
+    from arc_ray.records import CycleEvent, RunReport
     from arc_ray.study import StudyConfig
 
 EXIT_OK = 0
@@ -52,7 +53,7 @@ EXIT_INTERRUPTED = 130
 
 
 class ProgressDisplay:
-    """Renders :class:`~arc_ray.orchestrator.CycleEvent`\\ s: one live line on a terminal,
+    """Renders :class:`~arc_ray.records.CycleEvent`\\ s: one live line on a terminal,
     plain lines (one per change) when the output is a file or a pipe.
 
     Args:
@@ -212,10 +213,11 @@ def _print_dashboard_hint(orch: Any, args: argparse.Namespace, out: TextIO) -> N
         print(f"Ray dashboard: {orch.cluster['dashboard_url']} (Actors tab: namespace {orch.namespace})", file=out)
 
 
-def _historian(study: "StudyConfig") -> Any:
-    from arc_ray.historian import Historian
+def _reader(study: "StudyConfig") -> "HistoryReader":
+    """The study's history, read-only: these commands never write, compact or create a folder."""
+    from arc_ray.historian import HistoryReader
 
-    return Historian(study)
+    return HistoryReader(study)
 
 
 def _empty(study: "StudyConfig") -> ArcError:
@@ -226,22 +228,23 @@ def _empty(study: "StudyConfig") -> ArcError:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from arc_ray._cycle_state import cycle_rows, int_column, recover_cycles_without_improvement
+    from arc_ray.historian.schema import CYCLE_ID, DURATION_S, MODE, N_COMPLETED, N_FAILED, REASON
+    from arc_ray.stopping import recover_cycles_without_improvement
 
     study = _load(args.config)
-    h = _historian(study)
+    h = _reader(study)
     s = h.summary()
-    decisions = h.decisions_table()
-    if s.n_trials == 0 and decisions.num_rows == 0:
+    ids = h.cycle_ids()
+    if s.n_trials == 0 and not ids["decided"]:
         raise _empty(study)
-    rows = cycle_rows(h.cycles_table())
+    rows = h.cycle_rows()
     target = f", target {study.target:g}" if study.target is not None else ""
     print(f"study {study.name}: {study.metric} ({study.mode}{target}); history at {study.study_dir}", file=out)
     if rows:
-        last = max(h.cycles_table().to_pylist(), key=lambda r: r["cycle_id"])
-        print(f"cycles: {len(rows)} done; last: cycle {last['cycle_id']} ({last.get('mode') or 'no mode'}: "
-              f"{last.get('reason') or ''}), {last.get('n_completed') or 0} completed, "
-              f"{last.get('n_failed') or 0} failed in {last.get('duration_s') or 0:.0f} s", file=out)
+        last = max(h.cycles_table().to_pylist(), key=lambda r: r[CYCLE_ID])
+        print(f"cycles: {len(rows)} done; last: cycle {last[CYCLE_ID]} ({last.get(MODE) or 'no mode'}: "
+              f"{last.get(REASON) or ''}), {last.get(N_COMPLETED) or 0} completed, "
+              f"{last.get(N_FAILED) or 0} failed in {last.get(DURATION_S) or 0:.0f} s", file=out)
     else:
         print("cycles: none finished", file=out)
     print(f"trials: {s.n_trials} ({s.n_completed} completed, {s.n_failed} failed)", file=out)
@@ -259,8 +262,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     print(f"learned constraints: {len(learned) or 'none'}", file=out)
     for c in learned:
         print(f"  - {c.id}: {c.describe()} ({c.reason})", file=out)
-    done = set(int_column(h.cycles_table(), "cycle_id"))
-    pending = sorted(set(int_column(decisions, "cycle_id")) - done)
+    pending = sorted(ids["decided"] - ids["done"])
     integrated = h.integrated_ids()
     for c in pending:
         ds = [d for d in h.decisions_for_cycle(c) if d.outcome.runs()]
@@ -277,21 +279,32 @@ def history_frame(study: "StudyConfig", top: int | None) -> Any:
     """The history as a DataFrame, best first (completed by metric, then the rest)."""
     import pandas as pd
 
-    h = _historian(study)
-    table = h.trials_table()
+    from arc_ray.historian.schema import (
+        CONFIG_PREFIX,
+        CYCLE_ID,
+        DURATION_S,
+        ERROR_CLASS,
+        EXPERIMENT_ID,
+        METRIC_PREFIX,
+        PROPOSAL_TYPE,
+        PROPOSER,
+        STATUS,
+    )
+
+    table = _reader(study).trials_table()
     if table.num_rows == 0:
         raise _empty(study)
     df = table.to_pandas()
-    col = f"metric.{study.metric}"
+    col = METRIC_PREFIX + study.metric
     if col not in df.columns:
         df[col] = float("nan")
-    ok = df["status"] == "COMPLETED"
+    ok = df[STATUS] == "COMPLETED"
     ranked = df[ok].sort_values(col, ascending=study.mode == "min", kind="stable", na_position="last")
-    df = pd.concat([ranked, df[~ok].sort_values("cycle_id", kind="stable")], ignore_index=True)
-    metrics = [col] + sorted(c for c in df.columns if c.startswith("metric.") and c != col)
-    configs = [f"config.{n}" for n in study.search_space.names if f"config.{n}" in df.columns]
-    keep = ["experiment_id", "cycle_id", "status", *metrics, "proposer", "proposal_type", "duration_s",
-            "error_class", *configs]
+    df = pd.concat([ranked, df[~ok].sort_values(CYCLE_ID, kind="stable")], ignore_index=True)
+    metrics = [col] + sorted(c for c in df.columns if c.startswith(METRIC_PREFIX) and c != col)
+    configs = [CONFIG_PREFIX + n for n in study.search_space.names if CONFIG_PREFIX + n in df.columns]
+    keep = [EXPERIMENT_ID, CYCLE_ID, STATUS, *metrics, PROPOSER, PROPOSAL_TYPE, DURATION_S, ERROR_CLASS,
+            *configs]
     df = df[[c for c in keep if c in df.columns]]
     return df.head(top) if top else df
 
@@ -300,22 +313,32 @@ def history_table(study: "StudyConfig", df: Any) -> str:
     """The terminal view: rank, id, cycle, status, metric, proposer, time, changes from baseline."""
     import pandas as pd
 
+    from arc_ray.historian.schema import (
+        CONFIG_PREFIX,
+        CYCLE_ID,
+        DURATION_S,
+        ERROR_CLASS,
+        EXPERIMENT_ID,
+        METRIC_PREFIX,
+        PROPOSER,
+        STATUS,
+    )
     from arc_ray.study import flatten_config
 
     base = flatten_config(study.baseline)
-    metric = f"metric.{study.metric}"
+    metric = METRIC_PREFIX + study.metric
     rows = []
     for rank, (_, r) in enumerate(df.iterrows(), 1):
         changes = []
         for name in study.search_space.names:
-            value = r.get(f"config.{name}")
+            value = r.get(CONFIG_PREFIX + name)
             if value is None or (isinstance(value, float) and value != value) or value == base.get(name):
                 continue
             changes.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
         text = ", ".join(changes) or "(baseline)"
-        rows.append({"#": rank, "experiment": r["experiment_id"], "cycle": r["cycle_id"], "status": r["status"],
-                     study.metric: r.get(metric), "proposer": r.get("proposer"),
-                     "time_s": r.get("duration_s"), "error": r.get("error_class") or "",
+        rows.append({"#": rank, "experiment": r[EXPERIMENT_ID], "cycle": r[CYCLE_ID], "status": r[STATUS],
+                     study.metric: r.get(metric), "proposer": r.get(PROPOSER),
+                     "time_s": r.get(DURATION_S), "error": r.get(ERROR_CLASS) or "",
                      "changes from baseline": text if len(text) <= 70 else text[:67] + "..."})
     view = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):

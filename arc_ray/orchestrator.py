@@ -29,26 +29,22 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from arc_ray._cycle_state import (
+from arc_ray._io import atomic_write_text, read_text
+from arc_ray.cluster import connect
+from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
+from arc_ray.records import (
     CycleEvent,
+    CycleReport,
+    Decision,
+    HistorySummary,
+    JobStatus,
     RunReport,
     StopReason,
-    count_outcomes,
-    count_statuses,
-    cycle_rows,
-    int_column,
-    read_text,
-    write_text,
-    check_stop,
-    cycle_ids,
-    limit_to_trial_budget,
-    recover_cycles_without_improvement,
-    results_from_history,
+    TrialResult,
 )
-from arc_ray.cluster import connect
-from arc_ray.records import CycleReport, Decision, HistorySummary, JobStatus, TrialResult
+from arc_ray.stopping import check_stop, limit_to_trial_budget, recover_cycles_without_improvement
 
 if TYPE_CHECKING:
     from arc_ray.study import StudyConfig
@@ -239,20 +235,13 @@ class Orchestrator:
 
         return ray.get(call)
 
-    def _cycle_ids(self) -> dict[str, set[int]]:
-        # computed inside the historian actor: only the ids travel, not the tables
-        return self._get(self.historian.__ray_call__.remote(cycle_ids))
-
     def pending_cycle(self) -> int | None:
         """The oldest cycle whose decisions are logged but which is not finished, if any."""
-        ids = self._cycle_ids()
-        pending = sorted(ids["decided"] - ids["done"])
-        return pending[0] if pending else None
+        return self._get(self.historian.pending_cycle.remote())
 
     def next_cycle_id(self) -> int:
         """The id the next new cycle gets: one past every cycle the history mentions (first: 1)."""
-        seen = set().union(*self._cycle_ids().values())
-        return max(seen) + 1 if seen else 1
+        return self._get(self.historian.next_cycle_id.remote())
 
     # strategy of a decided cycle, kept beside the history so a resumed cycle logs its mode
     def _strategy_path(self, cycle_id: int) -> str:
@@ -263,7 +252,7 @@ class Orchestrator:
     def _save_strategy(self, cycle_id: int, strategy: Any) -> None:
         if strategy is None:
             return
-        write_text(self._strategy_path(cycle_id), strategy.model_dump_json())
+        atomic_write_text(self._strategy_path(cycle_id), strategy.model_dump_json())
 
     def _load_strategy(self, cycle_id: int) -> Any:
         from arc_ray.records import Strategy
@@ -389,15 +378,15 @@ class Orchestrator:
         summary = self._get(self.historian.summary.remote())
         earlier = []
         if done_before:
-            earlier = [r for r in results_from_history(self._get(self.historian.trials_table.remote()), cid)
+            earlier = [r for r in self._get(self.historian.results_of_cycle.remote(cid))
                        if r.experiment_id in done_before]
         report.results = earlier + results
         report.integration = integration
         report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
         self._note_history(summary)
-        rows = [r for r in cycle_rows(self._get(self.historian.cycles_table.remote())) if r["cycle_id"] != cid]
-        rows.append({"cycle_id": cid, "mode": report.strategy.mode.value if report.strategy else None,
-                     "best_value": summary.best_value, "offline": False})
+        rows = [r for r in self._get(self.historian.cycle_rows.remote()) if r[CYCLE_ID] != cid]
+        rows.append({CYCLE_ID: cid, MODE: report.strategy.mode.value if report.strategy else None,
+                     BEST_VALUE: summary.best_value, OFFLINE: False})
         stop = check_stop(self.study, summary, rows)
         report.stop_reason = stop[0].value if stop else None
         report.duration_s = time.perf_counter() - t0
@@ -556,7 +545,7 @@ class Orchestrator:
                 break
             reports.append(self.run_autonomous_cycle())
         summary = self._get(self.historian.summary.remote())
-        n_cycles = len(int_column(self._get(self.historian.cycles_table.remote()), "cycle_id"))
+        n_cycles = len(self._get(self.historian.cycle_ids.remote())["done"])
         logger.info("stopping: %s", stop[1])
         return RunReport(study=self.study.name, cycles=reports, stop_reason=stop[0], stop_message=stop[1],
                          best_value=summary.best_value, best_experiment_id=summary.best_experiment_id,
@@ -565,7 +554,31 @@ class Orchestrator:
 
     def _stop_now(self) -> tuple[StopReason, str] | None:
         summary = self._get(self.historian.summary.remote())
-        return check_stop(self.study, summary, cycle_rows(self._get(self.historian.cycles_table.remote())))
+        return check_stop(self.study, summary, self._get(self.historian.cycle_rows.remote()))
+
+
+def count_statuses(statuses: Iterable[JobStatus]) -> dict[str, int]:
+    """Trials by progress bucket (queued / running / done / failed / total), for :class:`CycleEvent`."""
+    c = {"queued": 0, "running": 0, "done": 0, "failed": 0, "total": 0}
+    for s in statuses:
+        c["total"] += 1
+        if s == JobStatus.RUNNING:
+            c["running"] += 1
+        elif s == JobStatus.COMPLETED:
+            c["done"] += 1
+        elif s in (JobStatus.FAILED, JobStatus.CANCELLED):
+            c["failed"] += 1
+        else:
+            c["queued"] += 1
+    return c
+
+
+def count_outcomes(decisions: list[Decision]) -> str:
+    """The decisions by outcome in words (``"3 approved, 1 vetoed"``), for progress lines."""
+    by: dict[str, int] = {}
+    for d in decisions:
+        by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
 
 
 __all__ = [
@@ -576,5 +589,4 @@ __all__ = [
     "check_stop",
     "limit_to_trial_budget",
     "recover_cycles_without_improvement",
-    "results_from_history",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -388,8 +390,57 @@ class CycleReport(_Record):
     stop_reason: str | None = None
 
 
+# ----------------------------------------------------------------- run outcome
+
+
+class StopReason(str, Enum):
+    """Why :meth:`Orchestrator.run` stopped."""
+
+    TARGET_REACHED = "target_reached"  # the best reached the study's target
+    MAX_CYCLES = "max_cycles"  # this run did the cycles it was asked for
+    CYCLE_BUDGET = "cycle_budget"  # the study's budget.max_cycles are done
+    TRIAL_BUDGET = "trial_budget"  # budget.max_trials trials are in the history
+    GPU_BUDGET = "gpu_budget"  # budget.max_gpu_hours are spent
+    NO_IMPROVEMENT = "no_improvement"  # N recover cycles in a row did not improve the best
+
+
+class RunReport(_Record):
+    """What one :meth:`Orchestrator.run` did, and why it stopped."""
+
+    study: str
+    cycles: list[CycleReport] = Field(default_factory=list)
+    stop_reason: StopReason
+    stop_message: str
+    best_value: float | None = None
+    best_experiment_id: str | None = None
+    best_config: dict[str, Any] | None = None
+    n_trials: int = 0  # in the whole history
+    n_cycles: int = 0  # completed cycles in the whole history
+    duration_s: float = 0.0
+    history_dir: str = ""
+
+
+@dataclass(frozen=True)
+class CycleEvent:
+    """A step of a cycle, for progress displays and hooks (``on_event``).
+
+    ``phase`` is one of ``deciding``, ``decided`` (decisions made, not yet logged),
+    ``logged``, ``submitted``, ``progress`` (trial counts changed), ``integrating``
+    (results collected, not yet stored), ``integrated`` (stored, cycle not yet
+    logged), ``finished``, or ``resuming``.
+    """
+
+    cycle_id: int
+    phase: str
+    counts: Mapping[str, int] = field(default_factory=dict)  # queued / running / done / failed / total
+    best_value: float | None = None
+    best_experiment_id: str | None = None
+    message: str = ""
+
+
 __all__ = [
     "Constraint",
+    "CycleEvent",
     "CycleReport",
     "Decision",
     "DecisionOutcome",
@@ -403,6 +454,8 @@ __all__ = [
     "ProposalType",
     "Resources",
     "RiskLevel",
+    "RunReport",
+    "StopReason",
     "Strategy",
     "StrategyMode",
     "TrialResult",

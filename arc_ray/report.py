@@ -2,7 +2,9 @@
 
 ``arc report CONFIG --out DIR`` calls :func:`build_report`, which reads the study's
 Parquet history (the historian's ``trials``, ``decisions``, ``cycles`` and
-``constraints`` tables, read as files: no Ray needed) and writes:
+``constraints`` tables, read as files through the read-only
+:class:`~arc_ray.historian.HistoryReader`: no Ray needed, nothing written to the
+storage) and writes:
 
 * ``metric_by_cycle.png``: every trial's final metric by cycle, the best so far after
   each cycle, and the study's target;
@@ -30,8 +32,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from arc_ray._cycle_state import int_column
 from arc_ray.errors import HistoryError
+from arc_ray.historian.schema import (
+    CONFIG_PREFIX,
+    CYCLE_ID,
+    EXPERIMENT_ID,
+    METRIC_PREFIX,
+    MODE,
+    PROPOSER,
+    STATUS,
+)
 from arc_ray.records import Constraint, Decision, HistorySummary, Pattern
 
 if TYPE_CHECKING:
@@ -74,14 +84,14 @@ class ReportData:
 
     @property
     def metric_column(self) -> str:
-        return f"metric.{self.study.metric}"
+        return METRIC_PREFIX + self.study.metric
 
     def completed(self) -> "pd.DataFrame":
         """Completed trials that reported the study metric as a finite number."""
         df = self.trials
         if self.metric_column not in df.columns:
             return df.iloc[0:0]
-        ok = (df["status"] == "COMPLETED") & df[self.metric_column].notna()
+        ok = (df[STATUS] == "COMPLETED") & df[self.metric_column].notna()
         ok &= df[self.metric_column].map(lambda v: math.isfinite(float(v)))
         return df[ok]
 
@@ -105,17 +115,18 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
 
     Args:
         study: the study.
-        historian: a plain :class:`~arc_ray.historian.Historian` to read through;
-            default: a fresh one over ``study``'s storage (reads files only).
+        historian: what to read through: a :class:`~arc_ray.historian.HistoryReader` or a
+            :class:`~arc_ray.historian.Historian`; default: a fresh reader over ``study``'s
+            storage, which writes nothing there (the report goes to its own folder).
 
     Raises:
         EmptyHistoryError: the history holds no trial.
         HistoryError: the history cannot be read.
     """
     if historian is None:
-        from arc_ray.historian import Historian
+        from arc_ray.historian import HistoryReader
 
-        historian = Historian(study)
+        historian = HistoryReader(study)
     trials = historian.trials_table()
     if trials is None or trials.num_rows == 0:
         raise EmptyHistoryError(
@@ -124,7 +135,7 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
     cycles = historian.cycles_table()
     modes = cycle_modes(cycles)
     last_decisions: list[Decision] = []
-    decided = int_column(historian.decisions_table(), "cycle_id")
+    decided = historian.cycle_ids()["decided"]
     if decided:
         last_decisions = list(historian.decisions_for_cycle(max(decided)))
     summary = historian.summary()
@@ -136,10 +147,10 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
 
 def cycle_modes(cycles: pa.Table | None) -> dict[int, str]:
     """Strategy mode by cycle id, from the historian's ``cycles`` table."""
-    if cycles is None or cycles.num_rows == 0 or "mode" not in cycles.column_names:
+    if cycles is None or cycles.num_rows == 0 or MODE not in cycles.column_names:
         return {}
-    ids = cycles.column("cycle_id").to_pylist()
-    modes = cycles.column("mode").to_pylist()
+    ids = cycles.column(CYCLE_ID).to_pylist()
+    modes = cycles.column(MODE).to_pylist()
     return {int(c): str(m) for c, m in zip(ids, modes) if c is not None and m is not None}
 
 
@@ -158,12 +169,12 @@ def _pyplot():
 def best_so_far_by_cycle(data: ReportData) -> tuple[list[int], list[float]]:
     """The best metric value after each cycle (cycles with no completed trial carry it on)."""
     done = data.completed()
-    cycles = sorted(set(int(c) for c in data.trials["cycle_id"].dropna()) | set(data.cycle_modes))
+    cycles = sorted(set(int(c) for c in data.trials[CYCLE_ID].dropna()) | set(data.cycle_modes))
     xs: list[int] = []
     ys: list[float] = []
     best: float | None = None
     for c in cycles:
-        values = done.loc[done["cycle_id"] == c, data.metric_column].astype(float).tolist()
+        values = done.loc[done[CYCLE_ID] == c, data.metric_column].astype(float).tolist()
         for v in values:
             if best is None or data.study.better(v, best):
                 best = v
@@ -183,16 +194,16 @@ def plot_metric_by_cycle(data: ReportData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     rng = np.random.default_rng(0)
     if len(done):
-        cyc = done["cycle_id"].astype(float).to_numpy()
+        cyc = done[CYCLE_ID].astype(float).to_numpy()
         colours = [MODE_COLOURS.get(data.cycle_modes.get(int(c), ""), _UNKNOWN_COLOUR) for c in cyc]
         ax.scatter(cyc + rng.uniform(-0.15, 0.15, len(cyc)), done[data.metric_column].astype(float),
                    c=colours, s=28, alpha=0.8, edgecolors="white", linewidths=0.5,
                    label="trial (colour: cycle mode)", zorder=3)
-    failed = data.trials[data.trials["status"] != "COMPLETED"]
+    failed = data.trials[data.trials[STATUS] != "COMPLETED"]
     if len(failed) and len(done):
         low = float(done[data.metric_column].min())
         span = float(done[data.metric_column].max()) - low or 1.0
-        fc = failed["cycle_id"].astype(float).to_numpy()
+        fc = failed[CYCLE_ID].astype(float).to_numpy()
         ax.scatter(fc + rng.uniform(-0.15, 0.15, len(fc)), np.full(len(fc), low - 0.08 * span),
                    marker="x", c="#C44E52", s=30, label=f"failed / cancelled ({len(failed)})", zorder=3)
     xs, ys = best_so_far_by_cycle(data)
@@ -204,7 +215,7 @@ def plot_metric_by_cycle(data: ReportData, path: Path) -> Path:
     ax.set_xlabel("cycle")
     ax.set_ylabel(metric)
     ax.set_title(f"{data.study.name}: {metric} by cycle ({data.study.mode})")
-    cycles = sorted(set(int(c) for c in data.trials["cycle_id"].dropna()))
+    cycles = sorted(set(int(c) for c in data.trials[CYCLE_ID].dropna()))
     if cycles:
         ax.set_xticks(cycles if len(cycles) <= 30 else cycles[:: max(1, len(cycles) // 15)])
     ax.grid(alpha=0.3)
@@ -219,11 +230,11 @@ def plot_modes(data: ReportData, path: Path) -> Path:
     """One bar per cycle: its height the trials it ran (failed hatched), its colour the mode."""
     plt = _pyplot()
     trials = data.trials
-    cycles = sorted(set(int(c) for c in trials["cycle_id"].dropna()) | set(data.cycle_modes))
+    cycles = sorted(set(int(c) for c in trials[CYCLE_ID].dropna()) | set(data.cycle_modes))
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
     for c in cycles:
-        rows = trials[trials["cycle_id"] == c]
-        n_ok = int((rows["status"] == "COMPLETED").sum())
+        rows = trials[trials[CYCLE_ID] == c]
+        n_ok = int((rows[STATUS] == "COMPLETED").sum())
         n_bad = len(rows) - n_ok
         mode = data.cycle_modes.get(c, "?")
         colour = MODE_COLOURS.get(mode, _UNKNOWN_COLOUR)
@@ -240,7 +251,7 @@ def plot_modes(data: ReportData, path: Path) -> Path:
     ax.set_title("strategy mode per cycle")
     if cycles:
         ax.set_xticks(cycles if len(cycles) <= 30 else cycles[:: max(1, len(cycles) // 15)])
-    top = max([len(trials[trials["cycle_id"] == c]) for c in cycles] or [1])
+    top = max([len(trials[trials[CYCLE_ID] == c]) for c in cycles] or [1])
     ax.set_ylim(0, top * 1.35 + 0.5)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -261,15 +272,15 @@ def parameter_importance(data: ReportData) -> list[tuple[str, float]]:
 
     done = data.completed()
     space = data.study.search_space
-    columns = [n for n in space.names if f"config.{n}" in done.columns
-               and done[f"config.{n}"].dropna().astype(str).nunique() > 1]
+    columns = [n for n in space.names if CONFIG_PREFIX + n in done.columns
+               and done[CONFIG_PREFIX + n].dropna().astype(str).nunique() > 1]
     if len(done) < 5 or not columns:
         return [(n, 0.0) for n in columns]
     from sklearn.ensemble import RandomForestRegressor
 
     rows = []
     for _, r in done.iterrows():
-        rows.append([_unit(space[n], r[f"config.{n}"]) for n in columns])
+        rows.append([_unit(space[n], r[CONFIG_PREFIX + n]) for n in columns])
     x = np.array(rows, dtype=float)
     x = np.where(np.isnan(x), 0.5, x)
     y = done[data.metric_column].astype(float).to_numpy()
@@ -302,7 +313,7 @@ def plot_parameters(data: ReportData, path: Path, top_k: int = 4) -> Path | None
     rng = np.random.default_rng(0)
     for ax, (name, importance) in zip(axes[0], ranked):
         spec = data.study.search_space[name]
-        values = done[f"config.{name}"].tolist()
+        values = done[CONFIG_PREFIX + name].tolist()
         if spec.type in ("float", "int"):
             xs = np.array([float(v) if v is not None else np.nan for v in values])
             ax.scatter(xs, y, s=24, alpha=0.8, color="#4C72B0", edgecolors="white", linewidths=0.5)
@@ -362,7 +373,7 @@ def _config_changes(data: ReportData, row: "pd.Series") -> str:
     base = flatten_config(data.study.baseline)
     parts = []
     for name in data.study.search_space.names:
-        col = f"config.{name}"
+        col = CONFIG_PREFIX + name
         if col in row.index and row[col] is not None and not _is_nan(row[col]):
             if row[col] != base.get(name):
                 parts.append(f"{name}={_fmt(row[col])}")
@@ -396,8 +407,8 @@ def render_html(data: ReportData, figures: dict[str, Path | None], top_n: int = 
     done = data.completed()
     best = top_experiments(data, 1)
     best_value = float(best[data.metric_column].iloc[0]) if len(best) else None
-    best_id = str(best["experiment_id"].iloc[0]) if len(best) else None
-    n_cycles = len(set(int(c) for c in data.trials["cycle_id"].dropna()) | set(data.cycle_modes))
+    best_id = str(best[EXPERIMENT_ID].iloc[0]) if len(best) else None
+    n_cycles = len(set(int(c) for c in data.trials[CYCLE_ID].dropna()) | set(data.cycle_modes))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ARC report: {html.escape(study.name)}"
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>ARC study report: {html.escape(study.name)}</h1>",
@@ -418,13 +429,13 @@ def render_html(data: ReportData, figures: dict[str, Path | None], top_n: int = 
     parts.append(_img(figures.get("parameters"), "metric against the most important parameters"))
 
     parts.append(f"<h2>Top {top_n} experiments</h2>")
-    other_metrics = [c for c in data.trials.columns if c.startswith("metric.") and c != data.metric_column]
-    headers = ["#", "experiment", "cycle", metric, *[c[len("metric."):] for c in other_metrics][:4],
+    other_metrics = [c for c in data.trials.columns if c.startswith(METRIC_PREFIX) and c != data.metric_column]
+    headers = ["#", "experiment", "cycle", metric, *[c[len(METRIC_PREFIX):] for c in other_metrics][:4],
                "proposer", "changes from baseline"]
     rows = []
     for rank, (_, r) in enumerate(top_experiments(data, top_n).iterrows(), 1):
-        rows.append([rank, r["experiment_id"], int(r["cycle_id"]), float(r[data.metric_column]),
-                     *[r[c] for c in other_metrics][:4], r.get("proposer"), _config_changes(data, r)])
+        rows.append([rank, r[EXPERIMENT_ID], int(r[CYCLE_ID]), float(r[data.metric_column]),
+                     *[r[c] for c in other_metrics][:4], r.get(PROPOSER), _config_changes(data, r)])
     parts.append(_table(headers, rows) if rows else "<p class='muted'>No completed experiment.</p>")
 
     if data.last_decisions:
@@ -487,7 +498,7 @@ def render_report(data: ReportData, out_dir: str | Path, top_n: int = 10) -> Rep
     return Report(html=target, figures={k: v for k, v in figures.items() if v is not None},
                   n_trials=len(data.trials),
                   best_value=float(best[data.metric_column].iloc[0]) if len(best) else None,
-                  best_experiment_id=str(best["experiment_id"].iloc[0]) if len(best) else None)
+                  best_experiment_id=str(best[EXPERIMENT_ID].iloc[0]) if len(best) else None)
 
 
 def build_report(study: "StudyConfig", out_dir: str | Path, *, historian: Any | None = None,

@@ -167,10 +167,6 @@ class Telemetry:
         for m in [s.value for s in StrategyMode]:
             self._set("strategy_mode", 1.0 if m == mode else 0.0, mode=m)
 
-    def set_best(self, value: float) -> None:
-        """Set the study's best value (e.g. after a resume, before a cycle finishes)."""
-        self._set("best_metric", value, metric=self.metric)
-
     def snapshot(self) -> dict[str, Any]:
         """What this process has recorded, keyed ``name{tag=value,...}`` (for logs and tests)."""
         return dict(self._values)

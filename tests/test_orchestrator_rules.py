@@ -1,4 +1,5 @@
-"""The orchestrator's pure parts: stop rules, trial budget, results read back for resume."""
+"""The loop's rules: stop rules and trial budget (arc_ray.stopping, re-exported by the
+orchestrator), and results read back from the history for a resumed cycle."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from arc_ray.orchestrator import (
     check_stop,
     limit_to_trial_budget,
     recover_cycles_without_improvement,
-    results_from_history,
 )
 from arc_ray.records import Decision, DecisionOutcome, HistorySummary, JobStatus
 from test_report import seed_history
@@ -82,10 +82,29 @@ def test_trial_budget_vetoes_the_excess_in_rank_order():
 
 def test_results_read_back_from_the_history(toy_study):
     h = seed_history(toy_study, n_cycles=2, per_cycle=3, failures=1)
-    got = results_from_history(h.trials_table(), 2)
+    got = h.results_of_cycle(2)
     assert sorted(r.experiment_id for r in got) == [f"c0002-bayesian-0{i}" for i in range(3)]
     failed = [r for r in got if r.status == JobStatus.FAILED]
     assert len(failed) == 1 and failed[0].error_class.value == "oom"
     ok = [r for r in got if r.status == JobStatus.COMPLETED][0]
     assert set(ok.metrics) >= {"score", "loss"} and ok.config["x"] == pytest.approx(ok.config["x"])
-    assert results_from_history(h.trials_table(), 7) == []
+    assert h.results_of_cycle(7) == []
+
+
+def test_stop_rules_read_the_historians_cycle_rows(toy_study):
+    h = seed_history(toy_study, n_cycles=3, per_cycle=2, failures=0)
+    got = h.cycle_rows()
+    assert [(r["cycle_id"], r["mode"], r["offline"]) for r in got] == [
+        (1, "explore", False), (2, "exploit", False), (3, "recover", False)]
+    assert h.cycle_ids() == {"decided": {1, 2, 3}, "done": {1, 2, 3}, "ran": {1, 2, 3}}
+    assert h.pending_cycle() is None and h.next_cycle_id() == 4
+
+
+def test_stopping_names_stay_importable_from_the_orchestrator():
+    import arc_ray.orchestrator as orchestrator
+    import arc_ray.records as records
+    import arc_ray.stopping as stopping
+
+    assert orchestrator.check_stop is stopping.check_stop
+    assert orchestrator.RunReport is records.RunReport and orchestrator.CycleEvent is records.CycleEvent
+    assert orchestrator.StopReason is records.StopReason

@@ -2,9 +2,13 @@
 
 - :class:`Historian` (``historian.py``): the one writer per study, made a Ray actor by
   the orchestrator; integrates results idempotently and summarises them.
+- :class:`HistoryReader` (``reader.py``): the same answers (tables, summary, the loop's
+  questions) for readers such as ``arc status``; it never writes, compacts or creates
+  anything, so it works on read-only storage. The historian is a reader that writes.
 - :mod:`~arc_ray.historian.store`: append-only Parquet datasets, atomic writes,
   crash-safe compaction, local folders or pyarrow filesystem URIs.
-- :mod:`~arc_ray.historian.schema`: the tables' columns (documented there and in the README).
+- :mod:`~arc_ray.historian.schema`: the tables' columns (documented there and in the
+  README), and a constant for every column name that code outside it uses.
 - :mod:`~arc_ray.historian.analysis`: pure functions over the trials table (best,
   trend, stagnation, patterns, learned constraints).
 - :mod:`~arc_ray.historian.frame`: the trials table's columns as numpy, grown per batch,
@@ -21,6 +25,7 @@ from arc_ray.historian import analysis
 from arc_ray.historian.analysis import ConstraintRule, Stagnation
 from arc_ray.historian.frame import Frame
 from arc_ray.historian.historian import Historian
+from arc_ray.historian.reader import HistoryReader
 from arc_ray.historian.store import TABLES, ParquetStore, concat_unified
 from arc_ray.historian.view import DatasetView, read_table
 
@@ -30,6 +35,7 @@ __all__ = [
     "DatasetView",
     "Frame",
     "Historian",
+    "HistoryReader",
     "ParquetStore",
     "Stagnation",
     "analysis",

@@ -16,7 +16,6 @@ write is a new file, and each historian picks up the others' files on its next c
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Iterable
@@ -26,25 +25,19 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
 from arc_ray.errors import HistoryError
-from arc_ray.historian import analysis
-from arc_ray.historian.frame import Frame
+from arc_ray.historian.reader import HistoryReader
 from arc_ray.historian.schema import (
-    CONSTRAINTS_SCHEMA,
-    CYCLES_SCHEMA,
-    DECISIONS_SCHEMA,
-    TRIALS_BASE_SCHEMA,
+    CYCLE_ID,
     constraints_to_table,
     cycle_to_table,
     decisions_to_table,
     trials_to_table,
 )
-from arc_ray.historian.store import TABLE_KEYS, TABLES, ParquetStore
-from arc_ray.historian.view import DatasetView
+from arc_ray.historian.store import TABLES, ParquetStore
 from arc_ray.records import (
     Constraint,
     CycleReport,
     Decision,
-    HistorySummary,
     IntegrationSummary,
     JobStatus,
     TrialResult,
@@ -55,7 +48,7 @@ from arc_ray.study import StudyConfig
 logger = logging.getLogger(__name__)
 
 
-class Historian:
+class Historian(HistoryReader):
     """Keeps a study's trials, decisions, cycles and learned constraints in Parquet.
 
     Args:
@@ -68,6 +61,10 @@ class Historian:
     Raises:
         HistoryError: the storage cannot be written or listed.
 
+    Everything it answers (tables, :meth:`summary`, the loop's questions such as
+    :meth:`pending_cycle` and :meth:`results_of_cycle`) it inherits from
+    :class:`~arc_ray.historian.reader.HistoryReader`; this class adds the writes.
+
     Thread safety: every public method takes one lock, so a driver's threads may share
     an instance. Across processes, use one actor per study (or accept that each
     process sees the others' rows at its next call).
@@ -75,23 +72,12 @@ class Historian:
 
     def __init__(self, study: StudyConfig, *, compact_every: int | None = 64,
                  min_failures: int = 2) -> None:
-        self.study = study
-        self.compact_every = compact_every
-        self.min_failures = min_failures
-        self._lock = threading.RLock()
-        self._store = ParquetStore(study.study_dir)
-        self._store.check_writable()
+        store = ParquetStore(study.study_dir)
+        store.check_writable()
         for table in TABLES:
-            self._store.finish_interrupted(table)
-        self._frame = Frame()
-        empty = {"trials": TRIALS_BASE_SCHEMA, "decisions": DECISIONS_SCHEMA, "cycles": CYCLES_SCHEMA,
-                 "constraints": CONSTRAINTS_SCHEMA}
-        views = {t: DatasetView(self._store, t, *TABLE_KEYS[t], empty_schema=empty[t],
-                                on_rows=self._on_trial_rows if t == "trials" else None) for t in TABLES}
-        self._trials, self._decisions = views["trials"], views["decisions"]
-        self._cycles, self._constraints = views["cycles"], views["constraints"]
-        self._cache: dict[str, Any] = {}
-        self._cache_key: tuple[int, int] | None = None
+            store.finish_interrupted(table)
+        super().__init__(study, min_failures=min_failures, store=store)
+        self.compact_every = compact_every
         n_corrupt = sum(len(v.corrupt) for v in self._views())
         logger.info("historian for %s: %d trials, %d decisions, %d cycles from %s%s",
                     study.name, self._trials.table.num_rows, self._decisions.table.num_rows,
@@ -171,7 +157,7 @@ class Historian:
             self._cycles.refresh()
             old = self._cycles.table
             if old.num_rows and self._cycles.has((report.cycle_id,)):
-                prev = old.filter(pc.equal(old.column("cycle_id"), report.cycle_id)).to_pylist()[-1]
+                prev = old.filter(pc.equal(old.column(CYCLE_ID), report.cycle_id)).to_pylist()[-1]
                 now = row.to_pylist()[0]
                 if all(prev.get(k) == v for k, v in now.items() if k != "finished_at"):
                     return
@@ -187,140 +173,7 @@ class Historian:
                 done[view.name] = len(result[1]) if result else 0
             return done
 
-    def refresh(self) -> bool:
-        """Pick up files other processes wrote. Returns whether anything changed."""
-        with self._lock:
-            return any([view.refresh() for view in self._views()])
-
-    # ------------------------------------------------------------------ reading
-
-    def summary(self) -> HistorySummary:
-        """Everything the director and proposers plan from (see :class:`HistorySummary`)."""
-        with self._lock:
-            self._trials.refresh()
-            self._cycles.refresh()
-            a = self._analysis()
-            best, stag, trend = a["best"], a["stagnation"], a["trend"]
-            s, fr = self.study, self._frame
-            cycles = self._cycles.table
-            cycle_ids = set(fr.cycle_ids)
-            if cycles.num_rows:
-                cycle_ids |= set(cycles.column("cycle_id").drop_null().to_pylist())
-            return HistorySummary(
-                study=s.name, metric=s.metric, mode=s.mode, n_trials=fr.n,
-                n_completed=int(fr.equals("status", "COMPLETED").sum()),
-                n_failed=int(fr.equals("status", "FAILED").sum()),
-                n_cycles=len(cycle_ids), last_cycle=max(cycle_ids) if cycle_ids else None,
-                best_value=best["value"] if best else None,
-                best_experiment_id=best["experiment_id"] if best else None,
-                best_config=best["config"] if best else None,
-                best_metrics=best["metrics"] if best else {},
-                trend=trend["trend"], recent_improvement=a["recent_improvement"],
-                stagnating=stag.stagnating,
-                experiments_since_improvement=stag.experiments_since_improvement,
-                constraints=a["constraints"], patterns=a["patterns"],
-                failures_by_class=a["failures"], modes=self._modes(),
-                gpu_hours_used=a["resources"][0], mean_trial_duration_s=a["resources"][1])
-
-    def detect_stagnation(self, metric: str | None = None, threshold: float | None = None,
-                          window: int | None = None) -> bool:
-        """Whether the last ``window`` completed experiments failed to beat the earlier best
-        by ``threshold`` (defaults: the study's metric and director settings)."""
-        with self._lock:
-            d = self.study.director
-            return analysis.stagnation(
-                self._trials.table, metric or self.study.metric, self.study.mode,
-                d.stagnation_threshold if threshold is None else threshold,
-                d.stagnation_window if window is None else window, frame=self._frame).stagnating
-
-    def get_performance_trend(self, metric: str | None = None, window: int = 10,
-                              mode: str | None = None) -> dict[str, Any]:
-        """Slope of ``metric`` over the last ``window`` completed experiments
-        (see :func:`analysis.performance_trend`)."""
-        with self._lock:
-            return analysis.performance_trend(self._trials.table, metric or self.study.metric,
-                                              mode or self.study.mode, window, frame=self._frame)
-
-    def learned_constraints(self) -> list[Constraint]:
-        """Constraints learned from the failures so far."""
-        with self._lock:
-            return list(self._analysis()["constraints"])
-
-    def trials_table(self) -> pa.Table:
-        with self._lock:
-            return self._trials.table
-
-    def decisions_table(self) -> pa.Table:
-        with self._lock:
-            return self._decisions.table
-
-    def cycles_table(self) -> pa.Table:
-        with self._lock:
-            return self._cycles.table
-
-    def constraints_table(self) -> pa.Table:
-        """The constraint log: the newest row per ``id``; ``active`` says whether it holds."""
-        with self._lock:
-            return self._constraints.table
-
-    def integrated_ids(self) -> set[str]:
-        with self._lock:
-            return {k[0] for k in self._trials.keys}
-
-    def decisions_for_cycle(self, cycle_id: int) -> list[Decision]:
-        with self._lock:
-            t = self._decisions.table
-            if t.num_rows == 0:
-                return []
-            rows = t.filter(pc.equal(t.column("cycle_id"), cycle_id)).column("decision_json").to_pylist()
-            return [Decision.model_validate_json(r) for r in rows]
-
-    def corrupt_files(self) -> list[str]:
-        """Files skipped because they could not be read (never touched by the historian)."""
-        with self._lock:
-            return sorted(f"{v.name}/{n}" for v in self._views() for n in v.corrupt)
-
     # ---------------------------------------------------------------- internals
-
-    def _on_trial_rows(self, view: DatasetView, chunk: pa.Table | None) -> None:
-        """Keep the numpy frame aligned with the trials view, one chunk at a time."""
-        if chunk is None:
-            self._frame = Frame()
-        elif not self._frame.extend(chunk):  # a column changed type: rebuild from the unified table
-            self._frame = Frame.from_table(view.table)
-
-    def _views(self) -> list[DatasetView]:
-        return [self._trials, self._decisions, self._cycles, self._constraints]
-
-    def _analysis(self) -> dict[str, Any]:
-        """Analyses of the trials table, computed once per version of it."""
-        key = (id(self._trials), self._trials.version)
-        if self._cache_key == key:
-            return self._cache
-        s, t, fr = self.study, self._trials.table, self._frame
-        d = s.director
-        self._cache = {
-            "best": analysis.best_trial(t, s.metric, s.mode, frame=fr),
-            "trend": analysis.performance_trend(t, s.metric, s.mode, d.stagnation_window, frame=fr),
-            "stagnation": analysis.stagnation(t, s.metric, s.mode, d.stagnation_threshold,
-                                              d.stagnation_window, frame=fr),
-            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr),
-            "patterns": analysis.find_patterns(t, s.metric, s.mode, s.search_space.names, frame=fr),
-            "constraints": analysis.learn_constraints(
-                t, min_failures=self.min_failures,
-                cycle_id=max(fr.cycle_ids) if fr.cycle_ids else None, frame=fr),
-            "failures": analysis.failures_by_class(t, frame=fr),
-            "resources": analysis.resource_usage(t, frame=fr),
-        }
-        self._cache_key = key
-        return self._cache
-
-    def _modes(self) -> list[str]:
-        t = self._cycles.table
-        if t.num_rows == 0:
-            return []
-        t = t.sort_by("cycle_id")
-        return [m for m in t.column("mode").to_pylist() if m is not None]
 
     def _persist_constraints(self, cycle_id: int) -> None:
         """Log learned constraints that appeared, moved, or no longer hold."""

@@ -46,47 +46,66 @@ import pyarrow as pa
 from arc_ray.records import Constraint, CycleReport, Decision, Resources, TrialResult
 from arc_ray.study import flatten_config
 
-CONFIG_PREFIX = "config."
-METRIC_PREFIX = "metric."
+# Column names. Code outside this module names columns through these constants only,
+# so a column is renamed (or grepped for) in one place.
+CONFIG_PREFIX = "config."  # + a flattened config key: one column per key (trials)
+METRIC_PREFIX = "metric."  # + a metric name: its final value (trials)
+EXPERIMENT_ID = "experiment_id"
+CYCLE_ID = "cycle_id"
+STATUS = "status"
+PROPOSER = "proposer"
+PROPOSAL_TYPE = "proposal_type"
+CONFIG_JSON = "config_json"
+DURATION_S = "duration_s"
+ERROR_CLASS = "error_class"
+ERROR_MESSAGE = "error_message"
+ITERATIONS = "iterations"
+DECISION_JSON = "decision_json"  # decisions: the whole Decision record
+MODE = "mode"  # cycles: the director's strategy mode
+REASON = "reason"
+BEST_VALUE = "best_value"  # cycles: the study's best after the cycle
+OFFLINE = "offline"  # cycles: decided only, nothing ran
+N_COMPLETED = "n_completed"
+N_FAILED = "n_failed"
 
 # The trials columns every row has (config.* and metric.* come with the trials).
 TRIALS_BASE_SCHEMA = pa.schema([
-    ("experiment_id", pa.string()), ("cycle_id", pa.int64()), ("status", pa.string()),
-    ("proposer", pa.string()), ("proposal_type", pa.string()), ("risk_level", pa.string()),
-    ("config_json", pa.string()), ("best_metrics_json", pa.string()), ("duration_s", pa.float64()),
-    ("error_class", pa.string()), ("error_message", pa.string()), ("node_ip", pa.string()),
+    (EXPERIMENT_ID, pa.string()), (CYCLE_ID, pa.int64()), (STATUS, pa.string()),
+    (PROPOSER, pa.string()), (PROPOSAL_TYPE, pa.string()), ("risk_level", pa.string()),
+    (CONFIG_JSON, pa.string()), ("best_metrics_json", pa.string()), (DURATION_S, pa.float64()),
+    (ERROR_CLASS, pa.string()), (ERROR_MESSAGE, pa.string()), ("node_ip", pa.string()),
     ("resources_cpu", pa.float64()), ("resources_gpu", pa.float64()), ("stopped_early", pa.bool_()),
-    ("iterations", pa.int64()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
+    (ITERATIONS, pa.int64()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
     ("integrated_at", pa.float64()),
 ])
 
 DECISIONS_SCHEMA = pa.schema([
-    ("experiment_id", pa.string()), ("cycle_id", pa.int64()), ("outcome", pa.string()),
-    ("decided_by", pa.string()), ("reason", pa.string()), ("proposer", pa.string()),
-    ("proposal_type", pa.string()), ("risk_level", pa.string()), ("weighted_score", pa.float64()),
+    (EXPERIMENT_ID, pa.string()), (CYCLE_ID, pa.int64()), ("outcome", pa.string()),
+    ("decided_by", pa.string()), (REASON, pa.string()), (PROPOSER, pa.string()),
+    (PROPOSAL_TYPE, pa.string()), ("risk_level", pa.string()), ("weighted_score", pa.float64()),
     ("rank", pa.int64()), ("n_votes", pa.int64()), ("n_approve", pa.int64()),
     ("predicted_mean", pa.float64()), ("predicted_std", pa.float64()),
     ("failure_probability", pa.float64()), ("resources_cpu", pa.float64()),
     ("resources_gpu", pa.float64()), ("changes_json", pa.string()), ("repair_json", pa.string()),
-    ("config_json", pa.string()), ("decision_json", pa.string()), ("timestamp", pa.float64()),
+    (CONFIG_JSON, pa.string()), (DECISION_JSON, pa.string()), ("timestamp", pa.float64()),
     ("logged_at", pa.float64()),
 ])
 
 CYCLES_SCHEMA = pa.schema([
-    ("cycle_id", pa.int64()), ("study", pa.string()), ("mode", pa.string()), ("reason", pa.string()),
+    (CYCLE_ID, pa.int64()), ("study", pa.string()), (MODE, pa.string()), (REASON, pa.string()),
     ("n_decisions", pa.int64()), ("n_approved", pa.int64()), ("n_results", pa.int64()),
-    ("n_completed", pa.int64()), ("n_failed", pa.int64()), ("best_value", pa.float64()),
-    ("best_experiment_id", pa.string()), ("duration_s", pa.float64()),
-    ("decision_time_s", pa.float64()), ("resumed", pa.bool_()), ("offline", pa.bool_()),
+    (N_COMPLETED, pa.int64()), (N_FAILED, pa.int64()), (BEST_VALUE, pa.float64()),
+    ("best_experiment_id", pa.string()), (DURATION_S, pa.float64()),
+    ("decision_time_s", pa.float64()), ("resumed", pa.bool_()), (OFFLINE, pa.bool_()),
     ("stop_reason", pa.string()), ("strategy_json", pa.string()), ("integration_json", pa.string()),
     ("finished_at", pa.float64()),
 ])
 
 CONSTRAINTS_SCHEMA = pa.schema([
     ("id", pa.string()), ("parameters", pa.list_(pa.string())), ("low", pa.float64()),
-    ("high", pa.float64()), ("when_json", pa.string()), ("reason", pa.string()),
-    ("error_class", pa.string()), ("source", pa.string()), ("n_failed", pa.int64()),
-    ("n_succeeded", pa.int64()), ("cycle_id", pa.int64()), ("active", pa.bool_()),
+    ("high", pa.float64()), ("when_json", pa.string()), (REASON, pa.string()),
+    (ERROR_CLASS, pa.string()), ("source", pa.string()), (N_FAILED, pa.int64()),
+    ("n_succeeded", pa.int64()), (CYCLE_ID, pa.int64()), ("active", pa.bool_()),
     ("updated_at", pa.float64()), ("constraint_json", pa.string()),
 ])
 
@@ -153,7 +172,7 @@ def trials_to_table(results: Sequence[TrialResult], *, integrated_at: float | No
     flats = []
     for r in results:
         flat = flatten_config(r.config)
-        flat.pop("experiment_id", None)  # already a column of its own
+        flat.pop(EXPERIMENT_ID, None)  # already a column of its own
         flats.append(flat)
     config_keys = sorted(set().union(*flats)) if flats else []
     metric_keys = sorted(set().union(*(r.metrics for r in results))) if results else []
@@ -163,27 +182,27 @@ def trials_to_table(results: Sequence[TrialResult], *, integrated_at: float | No
     def col(name: str, typ: pa.DataType, values: Iterable[Any]) -> None:
         cols[name] = pa.array(list(values), typ)
 
-    col("experiment_id", pa.string(), (r.experiment_id for r in results))
-    col("cycle_id", pa.int64(), (r.cycle_id for r in results))
-    col("status", pa.string(), (_enum(r.status) for r in results))
-    col("proposer", pa.string(), (r.proposer for r in results))
-    col("proposal_type", pa.string(), (_enum(r.proposal_type) for r in results))
+    col(EXPERIMENT_ID, pa.string(), (r.experiment_id for r in results))
+    col(CYCLE_ID, pa.int64(), (r.cycle_id for r in results))
+    col(STATUS, pa.string(), (_enum(r.status) for r in results))
+    col(PROPOSER, pa.string(), (r.proposer for r in results))
+    col(PROPOSAL_TYPE, pa.string(), (_enum(r.proposal_type) for r in results))
     col("risk_level", pa.string(), (_enum(r.risk_level) for r in results))
     for key in config_keys:
         cols[CONFIG_PREFIX + key] = typed_column([f.get(key) for f in flats])
-    col("config_json", pa.string(), (_safe_json(r.config) for r in results))
+    col(CONFIG_JSON, pa.string(), (_safe_json(r.config) for r in results))
     for key in metric_keys:
         col(METRIC_PREFIX + key, pa.float64(), (_finite(r.metrics.get(key)) for r in results))
     col("best_metrics_json", pa.string(),
         (_dumps({k: v for k, v in r.best_metrics.items() if _finite(v) is not None}) for r in results))
-    col("duration_s", pa.float64(), (_finite(r.duration_s) for r in results))
-    col("error_class", pa.string(), (_enum(r.error_class) for r in results))
-    col("error_message", pa.string(), (r.error_message for r in results))
+    col(DURATION_S, pa.float64(), (_finite(r.duration_s) for r in results))
+    col(ERROR_CLASS, pa.string(), (_enum(r.error_class) for r in results))
+    col(ERROR_MESSAGE, pa.string(), (r.error_message for r in results))
     col("node_ip", pa.string(), (r.node_ip for r in results))
     col("resources_cpu", pa.float64(), (x.cpu if x else None for x in res))
     col("resources_gpu", pa.float64(), (x.gpu if x else None for x in res))
     col("stopped_early", pa.bool_(), (r.stopped_early for r in results))
-    col("iterations", pa.int64(), (r.iterations for r in results))
+    col(ITERATIONS, pa.int64(), (r.iterations for r in results))
     col("started_at", pa.float64(), (r.started_at for r in results))
     col("ended_at", pa.float64(), (r.ended_at for r in results))
     col("integrated_at", pa.float64(), (now for _ in results))
@@ -199,9 +218,9 @@ def decisions_to_table(decisions: Sequence[Decision], *, logged_at: float | None
         pred = d.prediction or (p.predicted if p else None)
         res = d.resources or (p.resources if p else None)
         rows.append({
-            "experiment_id": d.experiment_id, "cycle_id": d.cycle_id, "outcome": _enum(d.outcome),
-            "decided_by": d.decided_by, "reason": d.reason,
-            "proposer": p.proposer if p else None, "proposal_type": _enum(p.type) if p else None,
+            EXPERIMENT_ID: d.experiment_id, CYCLE_ID: d.cycle_id, "outcome": _enum(d.outcome),
+            "decided_by": d.decided_by, REASON: d.reason,
+            PROPOSER: p.proposer if p else None, PROPOSAL_TYPE: _enum(p.type) if p else None,
             "risk_level": _enum(p.risk_level) if p else None,
             "weighted_score": _finite(d.weighted_score), "rank": d.rank,
             "n_votes": len(d.votes), "n_approve": sum(v.approve for v in d.votes),
@@ -210,8 +229,8 @@ def decisions_to_table(decisions: Sequence[Decision], *, logged_at: float | None
             "failure_probability": pred.failure_probability if pred else None,
             "resources_cpu": res.cpu if res else None, "resources_gpu": res.gpu if res else None,
             "changes_json": _safe_json(p.changes) if p else None, "repair_json": _safe_json(d.repair),
-            "config_json": _safe_json(d.config) if d.config is not None else None,
-            "decision_json": d.model_dump_json(), "timestamp": d.timestamp, "logged_at": now,
+            CONFIG_JSON: _safe_json(d.config) if d.config is not None else None,
+            DECISION_JSON: d.model_dump_json(), "timestamp": d.timestamp, "logged_at": now,
         })
     return pa.Table.from_pylist(rows, schema=DECISIONS_SCHEMA)
 
@@ -221,16 +240,16 @@ def cycle_to_table(report: CycleReport, *, finished_at: float | None = None) -> 
     s = report.strategy
     integ = report.integration
     row = {
-        "cycle_id": report.cycle_id, "study": report.study,
-        "mode": _enum(s.mode) if s else None, "reason": s.reason if s else report.stop_reason,
+        CYCLE_ID: report.cycle_id, "study": report.study,
+        MODE: _enum(s.mode) if s else None, REASON: s.reason if s else report.stop_reason,
         "n_decisions": len(report.decisions),
         "n_approved": sum(d.outcome.runs() for d in report.decisions),
         "n_results": len(report.results),
-        "n_completed": sum(r.status.value == "COMPLETED" for r in report.results),
-        "n_failed": sum(r.status.value == "FAILED" for r in report.results),
-        "best_value": _finite(report.best_value), "best_experiment_id": report.best_experiment_id,
-        "duration_s": report.duration_s, "decision_time_s": report.decision_time_s,
-        "resumed": report.resumed, "offline": report.offline, "stop_reason": report.stop_reason,
+        N_COMPLETED: sum(r.status.value == "COMPLETED" for r in report.results),
+        N_FAILED: sum(r.status.value == "FAILED" for r in report.results),
+        BEST_VALUE: _finite(report.best_value), "best_experiment_id": report.best_experiment_id,
+        DURATION_S: report.duration_s, "decision_time_s": report.decision_time_s,
+        "resumed": report.resumed, OFFLINE: report.offline, "stop_reason": report.stop_reason,
         "strategy_json": s.model_dump_json() if s else None,
         "integration_json": integ.model_dump_json() if integ else None,
         "finished_at": time.time() if finished_at is None else finished_at,
@@ -244,17 +263,19 @@ def constraints_to_table(constraints: Sequence[Constraint], *, active: bool,
     now = time.time() if updated_at is None else updated_at
     rows = [{
         "id": c.id, "parameters": list(c.parameters), "low": c.low, "high": c.high,
-        "when_json": _safe_json(c.when), "reason": c.reason, "error_class": _enum(c.error_class),
-        "source": c.source, "n_failed": c.n_failed, "n_succeeded": c.n_succeeded,
-        "cycle_id": c.cycle_id, "active": active, "updated_at": now,
+        "when_json": _safe_json(c.when), REASON: c.reason, ERROR_CLASS: _enum(c.error_class),
+        "source": c.source, N_FAILED: c.n_failed, "n_succeeded": c.n_succeeded,
+        CYCLE_ID: c.cycle_id, "active": active, "updated_at": now,
         "constraint_json": c.model_dump_json(),
     } for c in constraints]
     return pa.Table.from_pylist(rows, schema=CONSTRAINTS_SCHEMA)
 
 
 __all__ = [
-    "CONFIG_PREFIX", "CONSTRAINTS_SCHEMA", "CYCLES_SCHEMA", "DECISIONS_SCHEMA", "METRIC_PREFIX",
-    "TRIALS_BASE_SCHEMA",
+    "BEST_VALUE", "CONFIG_JSON", "CONFIG_PREFIX", "CONSTRAINTS_SCHEMA", "CYCLES_SCHEMA", "CYCLE_ID",
+    "DECISIONS_SCHEMA", "DECISION_JSON", "DURATION_S", "ERROR_CLASS", "ERROR_MESSAGE", "EXPERIMENT_ID",
+    "ITERATIONS", "METRIC_PREFIX", "MODE", "N_COMPLETED", "N_FAILED", "OFFLINE", "PROPOSAL_TYPE",
+    "PROPOSER", "REASON", "STATUS", "TRIALS_BASE_SCHEMA",
     "constraints_to_table", "cycle_to_table", "decisions_to_table", "trials_to_table",
     "typed_column",
 ]

@@ -137,12 +137,23 @@ class ParquetStore:
 
     Args:
         root: the study folder, a local path or a pyarrow filesystem URI.
+        read_only: list and read only: every method that would create, write or delete
+            anything raises :class:`HistoryError` instead. Readers (``arc status``,
+            ``arc report``) open the store so, which makes "a reader never writes" a
+            property of the store rather than a promise of each caller; reading needs
+            no folder to exist (a missing table reads as empty).
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, read_only: bool = False) -> None:
         self.uri = root
+        self.read_only = read_only
         self.fs, self.root = resolve_filesystem(root)
         self._logged_corrupt: set[str] = set()
+
+    def _writing(self, what: str) -> None:
+        """Refuse ``what`` on a read-only store."""
+        if self.read_only:
+            raise HistoryError(f"history storage {self.uri!r} is open read-only; cannot {what}")
 
     # ------------------------------------------------------------------ paths
 
@@ -158,8 +169,10 @@ class ParquetStore:
         """Create the table folders and write and delete a probe file in each.
 
         Raises:
-            HistoryError: naming the storage and the OS error, when it cannot be written.
+            HistoryError: naming the storage and the OS error, when it cannot be written
+                (or the store is read-only).
         """
+        self._writing("check that it is writable")
         for table in TABLES:
             folder = self.table_dir(table)
             probe = posixpath.join(folder, f".probe-{uuid.uuid4().hex}")
@@ -196,6 +209,7 @@ class ParquetStore:
         Raises:
             HistoryError: the file could not be written (nothing visible is left behind).
         """
+        self._writing(f"write to {table}")
         ns = time.time_ns() if time_ns is None else time_ns
         name = f"{_PREFIX}{ns:020d}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
         final = self.path(table, name)
@@ -286,6 +300,7 @@ class ParquetStore:
 
         Reads only the files' footers, so it is cheap at start-up.
         """
+        self._writing(f"finish an interrupted compaction of {table}")
         names = [n for n, _ in self.list_files(table)]
         replaced: set[str] = set()
         for name in names:
@@ -311,6 +326,7 @@ class ParquetStore:
         again; corrupt files are left alone. Returns ``(merged name, replaced names)``,
         or ``None`` when fewer than ``min_files`` files qualified.
         """
+        self._writing(f"compact {table}")
         self.finish_interrupted(table)
         small = [n for n, size in self.list_files(table) if size < max_file_bytes]
         if len(small) < max(min_files, 1):
@@ -334,6 +350,7 @@ class ParquetStore:
         return name, [f.name for f in files]
 
     def _delete(self, table: str, name: str) -> None:
+        self._writing(f"delete {table}/{name}")
         try:
             self.fs.delete_file(self.path(table, name))
         except FileNotFoundError:

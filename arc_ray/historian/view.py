@@ -184,7 +184,7 @@ class DatasetView:
 def read_table(study_dir: str, table: str = "trials") -> pa.Table:
     """One history table of a study folder (path or URI), de-duplicated on its key."""
     key, keep = TABLE_KEYS[table] if table in TABLE_KEYS else ((), "first")
-    store = ParquetStore(study_dir)
+    store = ParquetStore(study_dir, read_only=True)
     store.table_dir(table)  # names the tables when ``table`` is unknown
     return DatasetView(store, table, key, keep).table  # type: ignore[arg-type]
 

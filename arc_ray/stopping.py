@@ -1,0 +1,107 @@
+"""When a study stops: the target, its budgets, and recover cycles that did not help.
+
+Pure functions over the study, the historian's summary and the cycles as rows
+(:meth:`HistoryReader.cycle_rows <arc_ray.historian.HistoryReader.cycle_rows>`), so the
+rules are tested without Ray or files; :mod:`arc_ray.orchestrator` applies them before
+each cycle and after it, and ``arc status`` shows the recover-cycle count.
+
+A cycle row is a mapping with ``cycle_id``, ``mode`` (the director's strategy mode),
+``best_value`` (the study's best after the cycle) and ``offline`` (decided only).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from arc_ray.historian.schema import BEST_VALUE, MODE, OFFLINE
+from arc_ray.records import Decision, DecisionOutcome, HistorySummary, StopReason, StrategyMode
+
+if TYPE_CHECKING:
+    from arc_ray.study import StudyConfig
+
+
+def recover_cycles_without_improvement(study: "StudyConfig", rows: Sequence[Mapping[str, Any]]) -> int:
+    """How many of the last cycles in a row were recover cycles that did not improve the best.
+
+    Args:
+        study: the study (its direction decides what "improve" means).
+        rows: the cycles as rows, in cycle order.
+    """
+    count = 0
+    for i in range(len(rows) - 1, -1, -1):
+        row = rows[i]
+        if row.get(MODE) != StrategyMode.RECOVER.value:
+            break
+        prev = next((r.get(BEST_VALUE) for r in reversed(rows[:i]) if r.get(BEST_VALUE) is not None), None)
+        now = row.get(BEST_VALUE)
+        if now is not None and (prev is None or study.better(now, prev)):
+            break
+        count += 1
+    return count
+
+
+def check_stop(study: "StudyConfig", summary: HistorySummary,
+               cycle_rows: Sequence[Mapping[str, Any]]) -> tuple[StopReason, str] | None:
+    """Whether the study should stop now (not counting a run's own cycle limit).
+
+    Args:
+        study: the study (target, budget).
+        summary: the historian's summary.
+        cycle_rows: the cycles as rows, in cycle order.
+
+    Returns:
+        the reason and a sentence saying it, or ``None`` to go on.
+    """
+    best = summary.best_value
+    if study.target is not None and best is not None and not study.better(study.target, best):
+        return StopReason.TARGET_REACHED, (
+            f"target reached: best {study.metric} {best:.4g} (experiment {summary.best_experiment_id}) "
+            f"{'≥' if study.mode == 'max' else '≤'} target {study.target:g}")
+    b = study.budget
+    done = len([r for r in cycle_rows if not r.get(OFFLINE)])
+    if b.max_cycles is not None and done >= b.max_cycles:
+        return StopReason.CYCLE_BUDGET, f"the study's budget of {b.max_cycles} cycles is spent ({done} done)"
+    if b.max_trials is not None and summary.n_trials >= b.max_trials:
+        return StopReason.TRIAL_BUDGET, (
+            f"the study's budget of {b.max_trials} trials is spent ({summary.n_trials} run)")
+    if b.max_gpu_hours is not None and summary.gpu_hours_used >= b.max_gpu_hours:
+        return StopReason.GPU_BUDGET, (
+            f"the study's budget of {b.max_gpu_hours:g} GPU hours is spent "
+            f"({summary.gpu_hours_used:.2f} used)")
+    n = recover_cycles_without_improvement(study, cycle_rows)
+    if n >= b.max_recover_cycles_without_improvement:
+        return StopReason.NO_IMPROVEMENT, (
+            f"{n} recover cycles in a row without improving the best "
+            f"(limit budget.max_recover_cycles_without_improvement={b.max_recover_cycles_without_improvement})")
+    return None
+
+
+def limit_to_trial_budget(decisions: list[Decision], max_trials: int | None,
+                          n_trials: int) -> list[Decision]:
+    """Veto, in order, the decisions to run beyond what is left of ``max_trials``.
+
+    Args:
+        decisions: the cycle's decisions, best ranked first.
+        max_trials: the study's ``budget.max_trials`` (``None``: no limit).
+        n_trials: trials already in the history.
+
+    Returns:
+        the decisions, those over the budget turned into vetoes by ``budget``.
+    """
+    if max_trials is None:
+        return decisions
+    left = max(max_trials - n_trials, 0)
+    out = []
+    for d in decisions:
+        if d.outcome.runs():
+            if left <= 0:
+                d = d.model_copy(update={
+                    "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
+                    "reason": f"the study's budget of {max_trials} trials is spent (was: {d.reason})"})
+            else:
+                left -= 1
+        out.append(d)
+    return out
+
+
+__all__ = ["check_stop", "limit_to_trial_budget", "recover_cycles_without_improvement"]
