@@ -196,3 +196,31 @@ def test_unwritable_storage_fails_before_ray_starts(tmp_path, toy_study, capsys)
     assert code == 1
     assert err.startswith("arc: error: history storage") and "is not writable" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("storage", ["as is", "read-only", "mistyped"])
+def test_status_history_and_report_write_nothing_in_the_storage(toy_study, tmp_path, capsys, storage):
+    from test_historian_reader import chmod_tree, tree
+
+    root = tmp_path / "history"  # the toy study's storage
+    cfg = toy_config(toy_study)
+    if storage == "mistyped":
+        cfg.write_text(cfg.read_text().replace(f"storage: {root}", f"storage: {tmp_path / 'histroy'}"))
+    else:
+        seed_history(toy_study, n_cycles=2, per_cycle=3, failures=1)
+    before = tree(tmp_path)
+    if storage == "read-only":
+        chmod_tree(root, writable=False)
+    try:
+        codes = [run_cli(["status", cfg], capsys)[0], run_cli(["history", cfg], capsys)[0],
+                 run_cli(["report", cfg, "--out", tmp_path / "rep"], capsys)[0]]  # --out: outside the storage
+        after = tree(tmp_path)
+    finally:
+        if storage == "read-only":
+            chmod_tree(root, writable=True)
+    if storage == "mistyped":
+        assert codes == [EXIT_EMPTY_HISTORY] * 3
+        assert not (tmp_path / "histroy").exists() and after == before  # not even the report folder
+    else:
+        assert codes == [EXIT_OK] * 3
+        assert {k: v for k, v in after.items() if not k.startswith("rep")} == before
