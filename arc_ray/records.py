@@ -420,6 +420,8 @@ class RunReport(_Record):
     history_dir: str = ""
 
 
+# A frozen dataclass rather than a pydantic record: events never cross a process or get
+# stored, and a progress display receives many of them per cycle.
 @dataclass(frozen=True)
 class CycleEvent:
     """A step of a cycle, for progress displays and hooks (``on_event``).
