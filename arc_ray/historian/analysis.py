@@ -26,7 +26,17 @@ import numpy as np
 import pyarrow as pa
 
 from arc_ray.historian.frame import Frame
-from arc_ray.historian.schema import CONFIG_PREFIX, METRIC_PREFIX
+from arc_ray.historian.schema import (
+    CONFIG_JSON,
+    CONFIG_PREFIX,
+    CYCLE_ID,
+    DURATION_S,
+    ERROR_CLASS,
+    EXPERIMENT_ID,
+    METRIC_PREFIX,
+    RESOURCES_GPU,
+    STATUS,
+)
 from arc_ray.records import Constraint, ErrorClass, Pattern
 
 COMPLETED = "COMPLETED"
@@ -75,7 +85,7 @@ def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = Non
 
     def compute() -> Scored:
         values = fr.floats(METRIC_PREFIX + metric)
-        keep = fr.equals("status", COMPLETED) & np.isfinite(values)
+        keep = fr.equals(STATUS, COMPLETED) & np.isfinite(values)
         t = fr.floats("integrated_at")
         if t.size < 2 or np.all(t[1:] >= t[:-1]):  # the usual case: rows already in order
             rows = np.flatnonzero(keep)
@@ -109,8 +119,8 @@ def best_trial(table: pa.Table, metric: str, mode: str, *,
     row = _row(table, sc.rows[int(np.argmax(sc.scores))])
     metrics = {k[len(METRIC_PREFIX):]: v for k, v in row.items()
                if k.startswith(METRIC_PREFIX) and v is not None and math.isfinite(v)}
-    config = json.loads(row["config_json"]) if row.get("config_json") else {}
-    return {"experiment_id": row["experiment_id"], "cycle_id": row.get("cycle_id"),
+    config = json.loads(row[CONFIG_JSON]) if row.get(CONFIG_JSON) else {}
+    return {"experiment_id": row[EXPERIMENT_ID], "cycle_id": row.get(CYCLE_ID),
             "value": metrics[metric], "config": config, "metrics": metrics}
 
 
@@ -131,11 +141,11 @@ def cycle_summaries(table: pa.Table, metric: str, mode: str, *,
         return []
     fr = _frame(table, frame)
     sc = scored(table, metric, mode, frame=fr)
-    cycles = fr.floats("cycle_id")
-    completed, failed = fr.equals("status", COMPLETED), fr.equals("status", FAILED)
+    cycles = fr.floats(CYCLE_ID)
+    completed, failed = fr.equals(STATUS, COMPLETED), fr.equals(STATUS, FAILED)
     score_of = np.full(table.num_rows, -np.inf)
     score_of[sc.rows] = sc.scores
-    ids = table.column("experiment_id")
+    ids = table.column(EXPERIMENT_ID)
     out, best_so_far = [], -np.inf
     for c in np.unique(cycles[np.isfinite(cycles)]):
         mask = cycles == c
@@ -219,7 +229,7 @@ def recent_improvement(table: pa.Table, metric: str, mode: str, *,
     """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best."""
     fr = _frame(table, frame)
     sc = scored(table, metric, mode, frame=fr)
-    cycles = fr.floats("cycle_id")
+    cycles = fr.floats(CYCLE_ID)
     if sc.rows.size == 0 or not np.isfinite(cycles).any():
         return None
     last = np.nanmax(cycles)
@@ -232,8 +242,8 @@ def recent_improvement(table: pa.Table, metric: str, mode: str, *,
 def failures_by_class(table: pa.Table, *, frame: Frame | None = None) -> dict[str, int]:
     """Failed experiments counted by error class (``unknown`` when none was given)."""
     fr = _frame(table, frame)
-    failed = fr.equals("status", FAILED)
-    codes, values = fr.codes("error_class")
+    failed = fr.equals(STATUS, FAILED)
+    codes, values = fr.codes(ERROR_CLASS)
     counts = np.bincount(codes[failed] + 1, minlength=len(values) + 1)
     out = {v: int(c) for v, c in zip(values, counts[1:]) if c}
     if counts[0]:
@@ -244,8 +254,8 @@ def failures_by_class(table: pa.Table, *, frame: Frame | None = None) -> dict[st
 def resource_usage(table: pa.Table, *, frame: Frame | None = None) -> tuple[float, float | None]:
     """``(gpu_hours_used, mean_trial_duration_s)`` over every stored trial."""
     fr = _frame(table, frame)
-    dur = fr.floats("duration_s")
-    gpu = np.nan_to_num(fr.floats("resources_gpu"))
+    dur = fr.floats(DURATION_S)
+    gpu = np.nan_to_num(fr.floats(RESOURCES_GPU))
     finite = np.isfinite(dur)
     hours = float((dur[finite] * gpu[finite]).sum() / 3600.0)
     return hours, float(dur[finite].mean()) if finite.any() else None
@@ -360,13 +370,13 @@ def learn_constraints(table: pa.Table, rules: Sequence[ConstraintRule] = DEFAULT
     if table.num_rows == 0:
         return []
     fr = _frame(table, frame)
-    completed = fr.equals("status", COMPLETED)
-    failed = fr.equals("status", FAILED)
+    completed = fr.equals(STATUS, COMPLETED)
+    failed = fr.equals(STATUS, FAILED)
     out: list[Constraint] = []
     for rule in rules:
         params = next((p for p in (rule.parameters, *rule.alternatives)
                        if all(fr.is_numeric(CONFIG_PREFIX + x) for x in p)), None)
-        cls_mask = failed & fr.equals("error_class", rule.error_class.value)
+        cls_mask = failed & fr.equals(ERROR_CLASS, rule.error_class.value)
         if params is None or cls_mask.sum() < min_failures:
             continue
         q = np.ones(fr.n)

@@ -19,7 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_SKIP = frozenset({"experiment_id", "config_json", "best_metrics_json", "error_message", "node_ip"})
+from arc_ray.historian.schema import CONFIG_JSON, CYCLE_ID, ERROR_MESSAGE, EXPERIMENT_ID
+
+_SKIP = frozenset({EXPERIMENT_ID, CONFIG_JSON, "best_metrics_json", ERROR_MESSAGE, "node_ip"})
 _SMALL = 8  # numeric columns with at most this many distinct values are treated as categories
 
 
@@ -100,8 +102,8 @@ class Frame:
         for buf in [*self._num.values(), *self._cat.values()]:  # columns this batch lacks
             if buf.n < self.n + m:
                 buf.pad(self.n + m - buf.n)
-        if "cycle_id" in table.column_names:
-            self.cycle_ids |= {int(c) for c in pc.unique(table.column("cycle_id")).drop_null().to_pylist()}
+        if CYCLE_ID in table.column_names:
+            self.cycle_ids |= {int(c) for c in pc.unique(table.column(CYCLE_ID)).drop_null().to_pylist()}
         self.n += m
         self._memo.clear()
         return True

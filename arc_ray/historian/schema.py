@@ -67,6 +67,7 @@ BEST_VALUE = "best_value"  # cycles: the study's best after the cycle
 OFFLINE = "offline"  # cycles: decided only, nothing ran
 N_COMPLETED = "n_completed"
 N_FAILED = "n_failed"
+RESOURCES_GPU = "resources_gpu"
 
 # The trials columns every row has (config.* and metric.* come with the trials).
 TRIALS_BASE_SCHEMA = pa.schema([
@@ -74,7 +75,7 @@ TRIALS_BASE_SCHEMA = pa.schema([
     (PROPOSER, pa.string()), (PROPOSAL_TYPE, pa.string()), ("risk_level", pa.string()),
     (CONFIG_JSON, pa.string()), ("best_metrics_json", pa.string()), (DURATION_S, pa.float64()),
     (ERROR_CLASS, pa.string()), (ERROR_MESSAGE, pa.string()), ("node_ip", pa.string()),
-    ("resources_cpu", pa.float64()), ("resources_gpu", pa.float64()), ("stopped_early", pa.bool_()),
+    ("resources_cpu", pa.float64()), (RESOURCES_GPU, pa.float64()), ("stopped_early", pa.bool_()),
     (ITERATIONS, pa.int64()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
     ("integrated_at", pa.float64()),
 ])
@@ -86,7 +87,7 @@ DECISIONS_SCHEMA = pa.schema([
     ("rank", pa.int64()), ("n_votes", pa.int64()), ("n_approve", pa.int64()),
     ("predicted_mean", pa.float64()), ("predicted_std", pa.float64()),
     ("failure_probability", pa.float64()), ("resources_cpu", pa.float64()),
-    ("resources_gpu", pa.float64()), ("changes_json", pa.string()), ("repair_json", pa.string()),
+    (RESOURCES_GPU, pa.float64()), ("changes_json", pa.string()), ("repair_json", pa.string()),
     (CONFIG_JSON, pa.string()), (DECISION_JSON, pa.string()), ("timestamp", pa.float64()),
     ("logged_at", pa.float64()),
 ])
@@ -200,7 +201,7 @@ def trials_to_table(results: Sequence[TrialResult], *, integrated_at: float | No
     col(ERROR_MESSAGE, pa.string(), (r.error_message for r in results))
     col("node_ip", pa.string(), (r.node_ip for r in results))
     col("resources_cpu", pa.float64(), (x.cpu if x else None for x in res))
-    col("resources_gpu", pa.float64(), (x.gpu if x else None for x in res))
+    col(RESOURCES_GPU, pa.float64(), (x.gpu if x else None for x in res))
     col("stopped_early", pa.bool_(), (r.stopped_early for r in results))
     col(ITERATIONS, pa.int64(), (r.iterations for r in results))
     col("started_at", pa.float64(), (r.started_at for r in results))
@@ -227,7 +228,7 @@ def decisions_to_table(decisions: Sequence[Decision], *, logged_at: float | None
             "predicted_mean": _finite(pred.mean) if pred else None,
             "predicted_std": _finite(pred.std) if pred else None,
             "failure_probability": pred.failure_probability if pred else None,
-            "resources_cpu": res.cpu if res else None, "resources_gpu": res.gpu if res else None,
+            "resources_cpu": res.cpu if res else None, RESOURCES_GPU: res.gpu if res else None,
             "changes_json": _safe_json(p.changes) if p else None, "repair_json": _safe_json(d.repair),
             CONFIG_JSON: _safe_json(d.config) if d.config is not None else None,
             DECISION_JSON: d.model_dump_json(), "timestamp": d.timestamp, "logged_at": now,
@@ -275,7 +276,7 @@ __all__ = [
     "BEST_VALUE", "CONFIG_JSON", "CONFIG_PREFIX", "CONSTRAINTS_SCHEMA", "CYCLES_SCHEMA", "CYCLE_ID",
     "DECISIONS_SCHEMA", "DECISION_JSON", "DURATION_S", "ERROR_CLASS", "ERROR_MESSAGE", "EXPERIMENT_ID",
     "ITERATIONS", "METRIC_PREFIX", "MODE", "N_COMPLETED", "N_FAILED", "OFFLINE", "PROPOSAL_TYPE",
-    "PROPOSER", "REASON", "STATUS", "TRIALS_BASE_SCHEMA",
+    "PROPOSER", "REASON", "RESOURCES_GPU", "STATUS", "TRIALS_BASE_SCHEMA",
     "constraints_to_table", "cycle_to_table", "decisions_to_table", "trials_to_table",
     "typed_column",
 ]

@@ -43,15 +43,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from arc_ray.errors import HistoryError
+from arc_ray.historian.schema import CYCLE_ID, EXPERIMENT_ID
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("trials", "decisions", "cycles", "constraints")
 # Each table's row key, and which copy wins when a key was stored twice.
 TABLE_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
-    "trials": (("experiment_id",), "first"),
-    "decisions": (("cycle_id", "experiment_id"), "first"),
-    "cycles": (("cycle_id",), "last"),
+    "trials": ((EXPERIMENT_ID,), "first"),
+    "decisions": ((CYCLE_ID, EXPERIMENT_ID), "first"),
+    "cycles": ((CYCLE_ID,), "last"),
     "constraints": (("id",), "last"),
 }
 REPLACES_KEY = b"arc.replaces"
