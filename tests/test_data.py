@@ -141,8 +141,8 @@ def test_streaming_skips_corrupt_files_found_by_verification(folder, tmp_path):
 
 def test_decoded_once_then_served_from_the_cache(folder, monkeypatch):
     calls = []
-    real = data_mod._decode
-    monkeypatch.setattr(data_mod, "_decode", lambda p, s: calls.append(p) or real(p, s))
+    real = data_mod.decode_image
+    monkeypatch.setattr(data_mod, "decode_image", lambda p, s: calls.append(p) or real(p, s))
     _load(folder)
     _load(folder, seed=5)  # another split of the same files: no new decoding
     assert len(calls) == 40
@@ -154,6 +154,69 @@ def test_synthetic_source_resized_and_split():
     assert split.train.images.shape[1:] == (3, 24, 24)
     assert len(split.train) == 40 and len(split.val) == 10 and split.skipped_images == 0
     assert set(split.val.labels.tolist()) == {0, 1}
+
+
+# ---------------------------------------------------------------------------- the test split
+def _ids(image_set):
+    return {tuple(img.flatten()[:64].tolist()) for img in image_set.images}
+
+
+def test_no_test_split_by_default(folder):
+    assert _load(folder).test is None
+    assert load_data(None, image_size=16, positive_class="glaucoma", train_split=0.8, val_split=0.2, seed=0,
+                     synthetic=(50, 16, 0)).test is None
+
+
+def test_test_split_is_held_out_before_train_val_and_fixed_across_seeds(folder):
+    split = _load(folder, test_split=0.25)
+    assert len(split.test) == 10 and len(split.val) == 8 and len(split.train) == 22
+    assert set(split.test.labels.tolist()) == {0, 1}
+    assert not _ids(split.test) & (_ids(split.train) | _ids(split.val))
+    assert split.test.paths and set(split.test.paths).isdisjoint(split.train.paths + split.val.paths)
+    other = _load(folder, test_split=0.25, seed=3, train_split=0.6, val_split=0.4)
+    assert other.test.paths == split.test.paths  # same hold-out whatever the trial's seed and splits
+    assert other.val.paths != split.val.paths
+
+
+def test_synthetic_test_split():
+    split = load_data(None, image_size=16, positive_class="glaucoma", train_split=0.75, val_split=0.25, seed=0,
+                      synthetic=(80, 16, 0), test_split=0.2)
+    assert (len(split.train), len(split.val), len(split.test)) == (48, 16, 16)
+    assert not _ids(split.test) & (_ids(split.train) | _ids(split.val))
+
+
+def test_pre_split_layout_with_a_test_folder(folder, tmp_path):
+    root = tmp_path / "presplit3"
+    for cls in ("glaucoma", "normal"):
+        files = sorted((folder / cls).iterdir())
+        for split, chunk in (("train", files[:-6]), ("val", files[-6:-3]), ("test", files[-3:])):
+            (root / split / cls).mkdir(parents=True)
+            for f in chunk:
+                shutil.copy(f, root / split / cls / f.name)
+    split = _load(root, test_split=0.5)  # given splits win over fractions
+    assert (len(split.train), len(split.val), len(split.test)) == (28, 6, 6)
+    assert all("/test/" in p for p in split.test.paths)
+
+
+def test_manifest_test_rows_are_the_test_split(folder, tmp_path):
+    files = sorted(folder.glob("*/*.png"))
+    splits = ["test" if i % 5 == 0 else "val" if i % 5 == 1 else "train" for i in range(len(files))]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files],
+                  "split": splits}).to_csv(manifest, index=False)
+    split = _load(manifest)
+    assert (len(split.train), len(split.val), len(split.test)) == (24, 8, 8)
+    assert split.test.paths == [str(f) for f, s in zip(files, splits) if s == "test"]
+
+
+def test_test_split_with_one_class_is_a_data_error(folder, tmp_path):
+    files = sorted(folder.glob("*/*.png"))
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files],
+                  "split": ["test" if f.parent.name == "normal" and i % 3 == 0 else "train" if i % 2 else "val"
+                            for i, f in enumerate(files)]}).to_csv(manifest, index=False)
+    with pytest.raises(DataError, match="test split"):
+        _load(manifest)
 
 
 # ---------------------------------------------------------------------------- bad data
@@ -220,7 +283,7 @@ def test_validation_split_with_one_class(folder, tmp_path):
 @pytest.mark.parametrize("frame,match", [
     (pd.DataFrame({"file": ["a.png"], "label": [1]}), r"lacks column\(s\) \['path'\]"),
     (pd.DataFrame({"path": [], "label": []}), "has no rows"),
-    (pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, 1], "split": ["train", "test"]}), "unknown split"),
+    (pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, 1], "split": ["train", "holdout"]}), "unknown split"),
 ])
 def test_bad_manifests(tmp_path, frame, match):
     frame.to_csv(tmp_path / "m.csv", index=False)

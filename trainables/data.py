@@ -4,9 +4,19 @@ Three sources, chosen by ``data_dir`` (see :func:`load_data`):
 
 - ``None``: the synthetic fundus set (:mod:`trainables.fundus`), drawn in memory;
 - a folder: ImageFolder ``root/<class>/*.png|jpg`` split with a seeded, stratified
-  ``train_split``/``val_split``, or pre-split ``root/train/<class>``, ``root/val/<class>``;
+  ``train_split``/``val_split``, or pre-split ``root/train/<class>``, ``root/val/<class>``
+  (and optionally ``root/test/<class>``);
 - a ``.csv`` or ``.parquet`` manifest with columns ``path,label[,split]`` (paths relative
-  to the manifest; labels 0/1, booleans, or class names compared to ``positive_class``).
+  to the manifest; labels 0/1, booleans, or class names compared to ``positive_class``;
+  split values ``train``, ``val`` and ``test``).
+
+A **test split** is held out from training and model selection: trials never evaluate
+on it; only an exported model is scored on it (``arc export``). It is either given
+(``root/test/<class>``, or manifest rows with split ``test``) or held out by
+``test_split``, a fraction of all images drawn *before* the train/validation split,
+stratified and with a fixed seed of its own (:data:`TEST_SEED`), so every trial of a
+study holds out the same images whatever its ``seed``, ``train_split`` or ``val_split``;
+``train_split``/``val_split`` then divide the rest.
 
 Images are decoded and resized once and kept in memory as uint8 tensors when they fit
 in ``cache_max_bytes`` (a per-process cache shared by trials of the same process);
@@ -38,7 +48,8 @@ from arc_ray.errors import DataError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-_SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val"}
+_SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+TEST_SEED = 20_231  # the test hold-out's own seed: the same images for every trial of a study
 
 
 # ---------------------------------------------------------------------------- image sets
@@ -46,6 +57,7 @@ class ImageSet:
     """Labelled images served as uint8 batches ``B×3×S×S`` with int64 labels ``B``."""
 
     labels: torch.Tensor
+    paths: list[str] | None = None  # the source file of each image (None for the synthetic set)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -77,13 +89,14 @@ class ImageSet:
 class InMemoryImages(ImageSet):
     """Decoded images held as one uint8 tensor ``N×3×S×S`` (on CPU or the training device)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, paths: Sequence[str] | None = None) -> None:
         self.images = images
         self.labels = labels
+        self.paths = list(paths) if paths is not None else None  # source files, when read from disk
 
     def to(self, device: torch.device | str) -> InMemoryImages:
         """A copy living on ``device`` (on a GPU, batches then never cross the PCIe bus)."""
-        return InMemoryImages(self.images.to(device), self.labels.to(device))
+        return InMemoryImages(self.images.to(device), self.labels.to(device), self.paths)
 
     def batches(self, batch_size, *, shuffle=False, generator=None, drop_singleton=False):
         for idx in self._order(batch_size, shuffle, generator, drop_singleton, self.images.device):
@@ -100,7 +113,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, reason = _decode(self.paths[i], self.size)
+        image, reason = decode_image(self.paths[i], self.size)
         if image is None:  # passed verification earlier, so the file changed under us
             raise DataError(f"image {self.paths[i]} became unreadable during training: {reason}")
         return image, self.labels[i]
@@ -112,6 +125,7 @@ class StreamedImages(ImageSet):
     def __init__(self, paths: Sequence[str], labels: torch.Tensor, size: int, num_workers: int = 0) -> None:
         self.dataset = _DecodeDataset(paths, labels, size)
         self.labels = labels
+        self.paths = list(paths)
         self.num_workers = num_workers
 
     def batches(self, batch_size, *, shuffle=False, generator=None, drop_singleton=False):
@@ -123,18 +137,19 @@ class StreamedImages(ImageSet):
 
 @dataclass
 class SplitData:
-    """The training and validation sets, and how many images were skipped as unreadable."""
+    """The training, validation and (optional) test sets, and how many images were skipped."""
 
     train: ImageSet
     val: ImageSet
     skipped_images: int
     source: str  # human-readable description for logs
+    test: ImageSet | None = None  # held out from training and selection; scored only on export
 
 
 # ---------------------------------------------------------------------------- loading
 def load_data(data_dir: str | os.PathLike[str] | None, *, image_size: int, positive_class: str,
               train_split: float, val_split: float, seed: int, synthetic: tuple[int, int, int] = (600, 32, 0),
-              cache_max_bytes: int = 1_000_000_000, num_workers: int = 0) -> SplitData:
+              cache_max_bytes: int = 1_000_000_000, num_workers: int = 0, test_split: float = 0.0) -> SplitData:
     """Load, check and split a binary image data set.
 
     Args:
@@ -144,6 +159,8 @@ def load_data(data_dir: str | os.PathLike[str] | None, *, image_size: int, posit
         positive_class: the class (folder name or manifest label) that is label 1.
         train_split, val_split: fractions for the seeded split (ignored when pre-split).
         seed: seed of the split.
+        test_split: fraction of all images held out as the test split before the
+            train/validation split (fixed seed :data:`TEST_SEED`; ignored when pre-split).
         synthetic: ``(n, size, seed)`` of the synthetic set when ``data_dir`` is None.
         cache_max_bytes: decode everything once into memory if it fits in this many bytes.
         num_workers: ``DataLoader`` workers when images are streamed rather than cached.
@@ -153,10 +170,10 @@ def load_data(data_dir: str | os.PathLike[str] | None, *, image_size: int, posit
 
     Raises:
         DataError: the source is missing or malformed, no image is usable, only one class
-            is present, or the validation split lacks a class.
+            is present, or the validation or test split lacks a class.
     """
     if data_dir is None:
-        return _synthetic(image_size, val_split, seed, synthetic)
+        return _synthetic(image_size, val_split, seed, synthetic, test_split)
     root = Path(data_dir)
     if not root.exists():
         raise DataError(f"data_dir {root} does not exist")
@@ -181,24 +198,32 @@ def load_data(data_dir: str | os.PathLike[str] | None, *, image_size: int, posit
     _require_both_classes(labels, f"the usable images of {root}", positive_class)
 
     if splits is None:
-        train_idx, val_idx = _split_indices(labels, val_split, seed)
+        train_idx, val_idx, test_idx = _three_way(labels, val_split, test_split, seed)
     else:
         splits = splits[keep]
         train_idx, val_idx = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "val")
+        test_idx = np.flatnonzero(splits == "test")
+        if test_split > 0 and len(test_idx) == 0:
+            logger.warning("test_split=%g is ignored: %s is pre-split and has no test part", test_split, root)
     if len(train_idx) == 0:
         raise DataError(f"the training split of {root} is empty")
     _require_both_classes(labels[val_idx], f"the validation split of {root} (AUC needs both)", positive_class)
+    if len(test_idx):
+        _require_both_classes(labels[test_idx], f"the test split of {root} (AUC needs both)", positive_class)
 
     def subset(idx: np.ndarray) -> ImageSet:
         y = torch.as_tensor(labels[idx], dtype=torch.int64)
+        files = [paths[i] for i in keep[idx]]
         if images is not None:
-            return InMemoryImages(images[torch.as_tensor(keep[idx])], y)
-        return StreamedImages([paths[i] for i in keep[idx]], y, image_size, num_workers)
+            return InMemoryImages(images[torch.as_tensor(keep[idx])], y, files)
+        return StreamedImages(files, y, image_size, num_workers)
 
-    return SplitData(subset(train_idx), subset(val_idx), skipped, str(root))
+    return SplitData(subset(train_idx), subset(val_idx), skipped, str(root),
+                     test=subset(test_idx) if len(test_idx) else None)
 
 
-def _synthetic(image_size: int, val_split: float, seed: int, synthetic: tuple[int, int, int]) -> SplitData:
+def _synthetic(image_size: int, val_split: float, seed: int, synthetic: tuple[int, int, int],
+               test_split: float = 0.0) -> SplitData:
     from trainables.fundus import make_fundus_dataset
 
     n, size, synth_seed = synthetic
@@ -206,11 +231,26 @@ def _synthetic(image_size: int, val_split: float, seed: int, synthetic: tuple[in
     if size != image_size:
         images = resize_uint8(images, image_size)
     y = labels.numpy()
-    _require_both_classes(y, f"the synthetic set (n={n})", "glaucoma")
-    train_idx, val_idx = _split_indices(y, val_split, seed)
-    _require_both_classes(y[val_idx], f"the validation split of the synthetic set (n={n})", "glaucoma")
+    what = f"the synthetic set (n={n})"
+    _require_both_classes(y, what, "glaucoma")
+    train_idx, val_idx, test_idx = _three_way(y, val_split, test_split, seed)
+    _require_both_classes(y[val_idx], f"the validation split of {what}", "glaucoma")
+    if len(test_idx):
+        _require_both_classes(y[test_idx], f"the test split of {what}", "glaucoma")
     pick = lambda idx: InMemoryImages(images[torch.as_tensor(idx)], labels[torch.as_tensor(idx)])  # noqa: E731
-    return SplitData(pick(train_idx), pick(val_idx), 0, f"synthetic fundus n={n} size={size} seed={synth_seed}")
+    return SplitData(pick(train_idx), pick(val_idx), 0, f"synthetic fundus n={n} size={size} seed={synth_seed}",
+                     test=pick(test_idx) if len(test_idx) else None)
+
+
+def _three_way(labels: np.ndarray, val_split: float, test_split: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out ``test_split`` of everything (seed :data:`TEST_SEED`), then split the rest by ``seed``."""
+    rest = np.arange(len(labels))
+    test_idx = np.zeros(0, dtype=np.int64)
+    if test_split > 0:
+        rest, test_idx = _split_indices(labels, test_split, TEST_SEED)
+    train_idx, val_idx = _split_indices(labels[rest], val_split, seed)
+    return rest[train_idx], rest[val_idx], test_idx
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -221,8 +261,8 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _scan_folder(root: Path) -> tuple[list[str], list[str], np.ndarray | None]:
     """ImageFolder files as (paths, class names, split names or None)."""
-    split_dirs = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
-    if len(split_dirs) == 2:  # pre-split layout: root/train/<class>, root/val/<class>
+    split_dirs = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    if "train" in split_dirs and "val" in split_dirs:  # pre-split: root/train/<class>, root/val/<class>[, root/test]
         paths, names, splits = [], [], []
         for split, folder in split_dirs.items():
             p, n = _scan_classes(folder)
@@ -272,7 +312,7 @@ def _read_manifest(path: Path) -> tuple[list[str], list[str], np.ndarray | None]
         raw = frame["split"].astype(str).str.strip().str.lower()
         bad = sorted(set(raw) - set(_SPLIT_NAMES))
         if bad:
-            raise DataError(f"manifest {path} has unknown split value(s) {bad}; use train or val")
+            raise DataError(f"manifest {path} has unknown split value(s) {bad}; use train, val or test")
         splits = raw.map(_SPLIT_NAMES).to_numpy()
     return paths, names, splits
 
@@ -318,8 +358,12 @@ def _split_indices(labels: np.ndarray, val_split: float, seed: int) -> tuple[np.
 _CACHE: OrderedDict[str, tuple[torch.Tensor, np.ndarray]] = OrderedDict()  # key → (images, ok)
 
 
-def _decode(path: str, size: int) -> tuple[torch.Tensor | None, str]:
-    """One file → uint8 ``3×S×S``, or ``(None, reason)`` when it cannot be decoded."""
+def decode_image(path: str, size: int) -> tuple[torch.Tensor | None, str]:
+    """One file → uint8 ``3×S×S``, or ``(None, reason)`` when it cannot be decoded.
+
+    RGB, resized to ``size`` × ``size`` with PIL's bilinear filter: how every image is
+    prepared for training, validation, test and ``arc predict`` alike.
+    """
     from PIL import Image
 
     try:
@@ -364,7 +408,7 @@ def _decode_or_verify(paths: list[str], size: int, cache_max_bytes: int) -> tupl
     images = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
     ok = np.zeros(len(paths), dtype=bool)
     with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
-        for i, (image, reason) in enumerate(pool.map(lambda p: _decode(p, size), paths)):
+        for i, (image, reason) in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
             if image is None:
                 logger.warning("skipping unreadable image %s (%s)", paths[i], reason)
             else:
