@@ -6,6 +6,7 @@ Tiny timm models (``test_resnet``) on small synthetic sets keep each run to seco
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import shutil
@@ -213,6 +214,103 @@ def test_train_resumes_from_tune_checkpoint(tmp_path, monkeypatch):
     tc.train(_cfg(epochs=2, experiment_id="exp-r"))
     assert [m["epoch"] for m, _ in reported] == [2]
     assert reported[0][1] is not None
+
+
+# ---------------------------------------------------------------------------- best-epoch checkpoints
+def _scripted_auc(monkeypatch, aucs):
+    """Make epoch k's validation AUC ``aucs[k-1]`` (the model still trains for real)."""
+    real = tc.evaluate
+    calls = []
+
+    def scripted(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        calls.append(1)
+        return {**metrics, "auc": aucs[len(calls) - 1]}
+
+    monkeypatch.setattr(tc, "evaluate", scripted)
+    return calls
+
+
+def _weights_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_epoch_weights_ride_in_every_checkpoint(tmp_path, monkeypatch):
+    _scripted_auc(monkeypatch, [0.6, 0.9, 0.7])
+
+    def keep(metrics, ckpt):
+        shutil.copytree(ckpt, tmp_path / f"epoch{int(metrics['epoch'])}")
+
+    tc.run_training(_cfg(epochs=3), report=keep, num_threads=1)
+    states = {e: tc.load_checkpoint(tmp_path / f"epoch{e}") for e in (1, 2, 3)}
+    assert [states[e]["best"]["epoch"] for e in (1, 2, 3)] == [1, 2, 2]
+    last = states[3]
+    assert last["epoch"] == 3  # the resume state is the latest epoch ...
+    assert _weights_equal(last["best_model"], states[2]["model"])  # ... the best model epoch 2's
+    assert not _weights_equal(last["best_model"], last["model"])
+    info = json.loads((tmp_path / "epoch3" / tc.BEST_INFO_FILE).read_text())
+    assert info["metrics"]["auc"] == 0.9 and info["select_metric"] == "auc" and info["select_mode"] == "max"
+    assert info["model"] == "test_resnet" and info["image_size"] == 32 and info["num_classes"] == 2
+    assert len(info["mean"]) == 3 and len(info["std"]) == 3 and info["config"]["epochs"] == 3
+
+
+def test_resume_keeps_the_best_epoch_and_can_replace_it(tmp_path, monkeypatch):
+    calls = _scripted_auc(monkeypatch, [0.6, 0.9, 0.7])
+
+    def keep(metrics, ckpt):
+        shutil.copytree(ckpt, tmp_path / f"epoch{int(metrics['epoch'])}")
+
+    tc.run_training(_cfg(epochs=3), report=keep, num_threads=1)
+    # Resumed after epoch 2 (the best): epoch 3 is worse, so the best stays epoch 2's weights.
+    calls[:] = [1, 1]  # the resumed run's first evaluation is epoch 3's
+    resumed = []
+    tc.run_training(_cfg(epochs=3), report=lambda m, d: resumed.append(tc.load_checkpoint(d)),
+                    resume_state=tc.load_checkpoint(tmp_path / "epoch2"), num_threads=1)
+    assert [r["epoch"] for r in resumed] == [3] and resumed[0]["best"]["epoch"] == 2
+    assert _weights_equal(resumed[0]["best_model"], tc.load_checkpoint(tmp_path / "epoch2")["model"])
+    # Resumed after epoch 1: a better epoch 2 replaces the best.
+    calls[:] = [1]  # the resumed run's first evaluation is epoch 2's
+    again = []
+    tc.run_training(_cfg(epochs=3), report=lambda m, d: again.append(tc.load_checkpoint(d)),
+                    resume_state=tc.load_checkpoint(tmp_path / "epoch1"), num_threads=1)
+    assert [r["best"]["epoch"] for r in again] == [2, 2]
+
+
+def test_select_metric_min_and_unknown_metric(tmp_path, monkeypatch):
+    _scripted_auc(monkeypatch, [0.9, 0.8])
+    seen = []
+    tc.run_training(_cfg(epochs=2, select_metric="auc", select_mode="min"),
+                    report=lambda m, d: seen.append(tc.load_checkpoint(d)["best"]["epoch"]), num_threads=1)
+    assert seen == [1, 2]
+    with pytest.raises(ValidationError, match="select_metric 'accuracy' is not a validation metric"):
+        tc.Config.model_validate(_cfg(select_metric="accuracy"))
+
+
+def test_screening_metrics_are_reported_and_the_test_split_is_not_evaluated(monkeypatch):
+    sizes = []
+    real = tc.evaluate
+
+    class Untouchable:  # the held-out test images: any read fails the test
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+        def batches(self, *args, **kwargs):
+            raise AssertionError("a trial evaluated the test split")
+
+    def spy(model, data, *args, **kwargs):
+        sizes.append((len(data.val), len(data.test)))
+        data.test = Untouchable(len(data.test))
+        return real(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(tc, "evaluate", spy)
+    final = tc.run_training(_cfg(test_split=0.25), num_threads=1)
+    assert {"sens_at_spec90", "sens_at_spec95", "spec_at_sens90", "spec_at_sens95", "auc_ci_low", "auc_ci_high",
+            "brier"} <= set(final)
+    assert final["auc_ci_low"] <= final["auc"] <= final["auc_ci_high"]
+    assert final["train_samples"] + final["val_samples"] == 48 and sizes == [(10, 16)]
 
 
 # ---------------------------------------------------------------------------- real Ray Tune

@@ -6,12 +6,22 @@ over to :func:`run_training`, which reads top to bottom: build data, build model
 loop over epochs (train, evaluate, report + checkpoint). ``run_training`` runs outside
 Tune too (tests, benchmarks, the smoke test), reporting through any callable.
 
-Every epoch reports ``auc``, ``sensitivity`` and ``specificity`` at the Youden
-threshold (also reported as ``threshold``), ``val_loss``, ``train_loss``, ``epoch``,
-``samples_per_s`` (training images per second of training-loop time), ``lr``,
+Every epoch reports, on the validation split, the screening metrics of
+:mod:`arc_ray.screening` (``auc`` with its 95 % bootstrap interval ``auc_ci_low`` /
+``auc_ci_high``, ``sensitivity`` and ``specificity`` at the Youden threshold (also
+reported as ``threshold``), ``sens_at_spec90``/``sens_at_spec95``,
+``spec_at_sens90``/``spec_at_sens95``, ``brier``) and ``val_loss``; and ``train_loss``,
+``epoch``, ``samples_per_s`` (training images per second of training-loop time), ``lr``,
 ``skipped_images`` and ``threads`` (torch CPU threads). Metrics come from
 scikit-learn. On a CUDA device the loop uses bf16 autocast and channels_last; on a
-CPU it uses as many threads as Ray assigned CPUs.
+CPU it uses as many threads as Ray assigned CPUs. The test split (``test_split``, see
+:mod:`trainables.data`) is never evaluated here: it is scored once, by ``arc export``.
+
+Each epoch's checkpoint holds the resume state of that epoch (``state.pt``: model,
+optimizer, schedule, random state) and the weights of the *best* epoch so far by
+``select_metric``/``select_mode`` (``best_model.safetensors``, plus ``best.json``: epoch,
+metrics, model name, image size, normalisation and the full config). So a trial's newest
+checkpoint always carries its best model, and Tune still resumes from the last epoch.
 
 Failures are typed so the executor can learn from them: a NaN/inf loss raises
 :class:`~arc_ray.errors.TrainingDivergedError` (epoch, step), running out of memory
@@ -26,6 +36,7 @@ Smoke test (a tiny model on 64 synthetic images, seconds on a CPU)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -41,6 +52,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arc_ray.errors import TrainingDivergedError, TrainingExecutionError, TrainingOutOfMemoryError
+from arc_ray.screening import SCREENING_METRICS, screening_metrics
 from trainables.data import SplitData, augment, load_data
 
 logger = logging.getLogger(__name__)
@@ -49,6 +61,10 @@ Report = Callable[[dict[str, float], Path], None]  # (metrics, checkpoint dir va
 
 _FINITE_CHECK_EVERY = 16  # steps between NaN checks (each check syncs a GPU once)
 _CHECKPOINT_FILE = "state.pt"
+BEST_MODEL_FILE = "best_model.safetensors"  # the best epoch's weights, in every checkpoint
+BEST_INFO_FILE = "best.json"  # what the weights are: epoch, metrics, model, image size, normalisation, config
+#: Metrics the best epoch can be selected by (everything :func:`evaluate` reports).
+SELECTABLE_METRICS = (*SCREENING_METRICS, "val_loss")
 
 
 # ---------------------------------------------------------------------------- config
@@ -97,11 +113,15 @@ class Config(BaseModel):
     # ---- data
     data_dir: str | None = None  # null = synthetic fundus set; else ImageFolder root or CSV/Parquet manifest
     positive_class: str = "glaucoma"  # the class that is label 1
-    train_split: float = Field(0.8, gt=0, lt=1)
-    val_split: float = Field(0.2, gt=0, lt=1)
+    train_split: float = Field(0.8, gt=0, lt=1)  # of the images not held out for test
+    val_split: float = Field(0.2, gt=0, lt=1)  # train_split + val_split == 1
+    test_split: float = Field(0.0, ge=0, lt=1)  # of all images, held out first, same for every trial (0 = none)
     synthetic: Synthetic = Field(default_factory=Synthetic)
     cache_max_bytes: int = Field(1_000_000_000, ge=0)  # decoded images kept in memory up to this size
     num_workers: int = Field(0, ge=0)  # DataLoader workers when images do not fit the cache
+    # ---- best-epoch checkpoint: set these to the study's metric and mode when it is not auc/max
+    select_metric: str = "auc"  # the metric that picks the best epoch (one of SELECTABLE_METRICS)
+    select_mode: Literal["max", "min"] = "max"
     # ---- hardware
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
 
@@ -114,6 +134,14 @@ class Config(BaseModel):
             near = timm.list_models(f"*{name[:5]}*")[:8]
             hint = f"; similar names: {', '.join(near)}" if near else ""
             raise ValueError(f"unknown timm model {name!r} (see timm.list_models()){hint}")
+        return name
+
+    @field_validator("select_metric")
+    @classmethod
+    def _selectable(cls, name: str) -> str:
+        if name not in SELECTABLE_METRICS:
+            raise ValueError(f"select_metric {name!r} is not a validation metric; use one of "
+                             f"{', '.join(SELECTABLE_METRICS)}")
         return name
 
     @model_validator(mode="after")
@@ -162,8 +190,27 @@ def assigned_cpus() -> int | None:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint directory written by :func:`run_training`."""
-    return torch.load(Path(path) / _CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    """Read a checkpoint directory written by :func:`run_training`.
+
+    Returns:
+        the resume state (``epoch``, ``model``, ``optimizer``, ...), with ``best`` (the
+        contents of ``best.json``) and ``best_model`` (its weights) when the checkpoint
+        carries a best epoch.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state = torch.load(path / _CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    if (path / BEST_INFO_FILE).is_file() and (path / BEST_MODEL_FILE).is_file():
+        state["best"] = json.loads((path / BEST_INFO_FILE).read_text(encoding="utf-8"))
+        state["best_model"] = load_file(str(path / BEST_MODEL_FILE))
+    return state
+
+
+def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel ``(mean, std)`` a timm model expects of images scaled to [0, 1]."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 
 
 # ---------------------------------------------------------------------------- the training run
@@ -176,7 +223,8 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
         report: called after each epoch with the metrics and a directory holding the
             checkpoint (valid only during the call). ``None``: no checkpoints are written.
         resume_state: a checkpoint read by :func:`load_checkpoint`; training continues
-            after its epoch with the same model, optimizer, schedule and random state.
+            after its epoch with the same model, optimizer, schedule and random state,
+            and keeps its best epoch unless a later one beats it.
         num_threads: torch CPU threads (``None`` leaves torch's default).
 
     Returns:
@@ -201,7 +249,7 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
         cfg.data_dir, image_size=cfg.image_size, positive_class=cfg.positive_class,
         train_split=cfg.train_split, val_split=cfg.val_split, seed=cfg.seed,
         synthetic=(cfg.synthetic.n, cfg.synthetic.size, cfg.synthetic.seed),
-        cache_max_bytes=cfg.cache_max_bytes, num_workers=cfg.num_workers)
+        cache_max_bytes=cfg.cache_max_bytes, num_workers=cfg.num_workers, test_split=cfg.test_split)
     if cuda and hasattr(data.train, "to"):
         data.train, data.val = data.train.to(device), data.val.to(device)  # type: ignore[attr-defined]
     logger.info("data: %s, %d train / %d val, %d skipped", data.source, len(data.train), len(data.val),
@@ -211,11 +259,15 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
     model = build_model(cfg).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    mean = torch.tensor(model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
+    norm_mean, norm_std = normalisation(model)
+    mean = torch.tensor(norm_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm_std, device=device).view(1, 3, 1, 1)
     optimizer = _optimizer(cfg, model)
     scheduler = _scheduler(cfg, optimizer)
     start_epoch = 0
+    best: _Best | None = None  # the best epoch so far, its weights on the CPU
+    if resume_state is not None and "best" in resume_state:
+        best = _Best(resume_state["best"], resume_state["best_model"])
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -273,11 +325,15 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
             logger.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if report is not None:
+                if best is None or _better(cfg, metrics.get(cfg.select_metric), best.info["metrics"]):
+                    best = _Best(_best_info(cfg, epoch + 1, metrics, norm_mean, norm_std),
+                                 {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
                 with tempfile.TemporaryDirectory(prefix="arc-ckpt-") as d:
                     torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                                 "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
                                 "metrics": metrics}, Path(d) / _CHECKPOINT_FILE)
+                    best.write(Path(d))
                     report(dict(metrics), Path(d))
     except torch.OutOfMemoryError as exc:
         raise _oom(cfg, exc) from exc
@@ -288,11 +344,44 @@ def run_training(config: Config | dict[str, Any], *, report: Report | None = Non
     return metrics
 
 
+class _Best:
+    """The best epoch so far: ``best.json``'s contents and the weights (CPU tensors)."""
+
+    def __init__(self, info: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        self.info, self.weights = info, weights
+
+    def write(self, folder: Path) -> None:
+        """Write ``best_model.safetensors`` and ``best.json`` into a checkpoint folder."""
+        from safetensors.torch import save_file
+
+        # Contiguous, unshared copies: safetensors refuses tensors that share storage.
+        save_file({k: v.contiguous().clone() for k, v in self.weights.items()}, str(folder / BEST_MODEL_FILE),
+                  metadata={"epoch": str(self.info["epoch"]), "model": self.info["model"]})
+        (folder / BEST_INFO_FILE).write_text(json.dumps(self.info, indent=1, allow_nan=False), encoding="utf-8")
+
+
+def _better(cfg: Config, value: float | None, best_metrics: dict[str, Any]) -> bool:
+    """Whether this epoch's ``select_metric`` beats the best epoch's (a non-finite value never does)."""
+    if value is None or not math.isfinite(value):
+        return False
+    old = best_metrics.get(cfg.select_metric)
+    if old is None or not math.isfinite(old):
+        return True
+    return value > old if cfg.select_mode == "max" else value < old
+
+
+def _best_info(cfg: Config, epoch: int, metrics: dict[str, float], mean: tuple[float, ...],
+               std: tuple[float, ...]) -> dict[str, Any]:
+    return {"epoch": epoch, "select_metric": cfg.select_metric, "select_mode": cfg.select_mode,
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+            "model": cfg.model, "num_classes": 2, "image_size": cfg.image_size,
+            "mean": list(mean), "std": list(std), "positive_class": cfg.positive_class,
+            "config": cfg.model_dump(mode="json")}
+
+
 def evaluate(model: torch.nn.Module, data: SplitData, prepare: Callable[[torch.Tensor, bool], torch.Tensor],
              autocast: torch.autocast, batch_size: int) -> dict[str, float]:
-    """Validation loss, ROC AUC, and sensitivity/specificity at the Youden threshold."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+    """Validation loss and the screening metrics (:func:`arc_ray.screening.screening_metrics`)."""
     model.eval()
     logits, labels = [], []
     with torch.inference_mode(), autocast:
@@ -308,11 +397,7 @@ def evaluate(model: torch.nn.Module, data: SplitData, prepare: Callable[[torch.T
     y_true = y.cpu().numpy()
     if not np.isfinite(prob).all():  # a diverged model: score it as chance rather than crash sklearn
         prob = np.nan_to_num(prob, nan=0.5, posinf=1.0, neginf=0.0)
-    fpr, tpr, thresholds = roc_curve(y_true, prob)
-    best = int(np.argmax(tpr - fpr))  # Youden's J = sensitivity + specificity - 1
-    return {"auc": float(roc_auc_score(y_true, prob)), "sensitivity": float(tpr[best]),
-            "specificity": float(1 - fpr[best]), "threshold": float(min(thresholds[best], 1.0)),
-            "val_loss": val_loss}
+    return {**screening_metrics(y_true, prob), "val_loss": val_loss}
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
