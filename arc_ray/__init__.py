@@ -15,6 +15,7 @@ from arc_ray.errors import (
     TrainingOutOfMemoryError,
     Violation,
 )
+from arc_ray.predict import load_model
 from arc_ray.records import (
     Constraint,
     CycleReport,
@@ -73,6 +74,7 @@ __all__ = [
     "Vote",
     "flatten_config",
     "get_config_generator",
+    "load_model",
     "make_study",
     "run_study",
     "unflatten_config",

@@ -9,6 +9,9 @@
     arc history CONFIG [--top N] [--format table|csv|json]      the best experiments
     arc report CONFIG --out DIR                                 PNG plots + one self-contained HTML page
     arc make-data --out DIR [--n N] [--size PX]                 the synthetic fundus image set on disk
+    arc export CONFIG [--experiment ID] [--specificity S] --out DIR
+                                                                the best model + threshold + model card
+    arc predict EXPORT_DIR IMAGES --out preds.csv               score images with an export (no Ray)
 
 ``--address`` defaults to ``RAY_ADDRESS``; without either, ``run`` and ``cycle`` start
 Ray in this process. ``status``, ``history`` and ``report`` read the Parquet history
@@ -21,7 +24,7 @@ Exit codes (stable, for scripts):
 1     any other error (a bug, a failed write, ...)
 2     bad input: the study file or an argument is invalid
 3     the Ray cluster cannot be reached (or refused our credentials)
-4     the study has no history yet (status / history / report)
+4     the study has no history yet (status / history / report / export)
 130   interrupted (Ctrl-C); the cycle resumes on the next run
 ====  ==========================================================================
 """
@@ -373,6 +376,29 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from arc_ray.export import export_model
+
+    study = _load(args.config)
+    done = export_model(study, args.out, experiment_id=args.experiment, specificity=args.specificity,
+                        overwrite=args.overwrite)
+    test = (f"test AUC {done.test.metrics['auc']:.4f}" if done.test is not None
+            else "no test split (the card says so)")
+    print(f"exported {done.experiment_id} to {done.out}: threshold {done.threshold:.4f}; validation AUC "
+          f"{done.val.metrics['auc']:.4f}; {test}; model card {done.out / 'model_card.html'}", file=out)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    from arc_ray.predict import predict_images
+
+    summary = predict_images(args.export_dir, args.images, args.out)
+    for path, reason in summary.errors.items():
+        print(f"arc predict: cannot read {path}: {reason}", file=sys.stderr)
+    print(f"scored {summary.n_scored} image(s), {len(summary.errors)} unreadable; wrote {summary.out}", file=out)
+    return EXIT_OK
+
+
 def cmd_make_data(args: argparse.Namespace, out: TextIO) -> int:
     from trainables.fundus import main as make_data
 
@@ -423,6 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="export the best (or a named) experiment's model with a model card")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--experiment", default=None, help="experiment id (default: the best completed one)")
+    p.add_argument("--specificity", type=float, default=None,
+                   help="choose the threshold reaching this validation specificity (default: Youden's J)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="score images with an exported model (a folder, a glob or a CSV manifest)")
+    p.add_argument("export_dir", help="a folder written by `arc export`")
+    p.add_argument("images", help="a folder (recursive), a glob pattern, a CSV with a 'path' column, or one image")
+    p.add_argument("--out", required=True, help="CSV to write: path, probability, decision, error")
+    p.set_defaults(func=cmd_predict)
 
     # its options (--out DIR --n N --size PX --seed S --overwrite) belong to trainables.fundus
     p = sub.add_parser("make-data", help="write the synthetic fundus data set to disk (--out DIR ...)",
