@@ -61,18 +61,22 @@ def plot_roc(splits: list["SplitScores"], threshold: float, path: Path) -> Path:
 
 
 def plot_calibration(splits: list["SplitScores"], path: Path, bins: int = 10) -> Path:
-    """Reliability diagram: observed frequency of the positive class against predicted probability."""
+    """Reliability diagram: observed frequency of the positive class against predicted probability.
+
+    Bins hold equal numbers of cases (quantiles), so a model whose probabilities bunch up
+    in a narrow band still shows a curve rather than one point.
+    """
     from sklearn.calibration import calibration_curve
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ls=":", color="#999", label="perfectly calibrated")
     for s in splits:
-        observed, predicted = calibration_curve(s.labels, np.clip(s.probs, 0, 1), n_bins=bins, strategy="uniform")
+        observed, predicted = calibration_curve(s.labels, np.clip(s.probs, 0, 1), n_bins=bins, strategy="quantile")
         ax.plot(predicted, observed, "o-", color=_COLOURS.get(s.name, "#555"),
                 label=f"{s.name} (Brier {s.metrics['brier']:.3f})")
     ax.set(xlabel="predicted probability", ylabel="observed fraction positive", xlim=(0, 1), ylim=(0, 1),
-           title=f"Calibration ({bins} equal-width bins)")
+           title=f"Calibration (up to {bins} equal-count bins)")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
