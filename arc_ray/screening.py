@@ -81,15 +81,21 @@ def threshold_for_specificity(y_true: np.ndarray, prob: np.ndarray, specificity:
 
 def sensitivity_at_specificity(y_true: np.ndarray, prob: np.ndarray, specificity: float) -> float:
     """The highest sensitivity any threshold reaches while specificity stays ``>= specificity``."""
-    y, p = _arrays(y_true, prob)
-    fpr, tpr, _ = _roc(y, p)
-    return float(tpr[1 - fpr >= specificity - 1e-12].max())
+    fpr, tpr, _ = _roc(*_arrays(y_true, prob))
+    return _sens_at_spec(fpr, tpr, specificity)
 
 
 def specificity_at_sensitivity(y_true: np.ndarray, prob: np.ndarray, sensitivity: float) -> float:
     """The highest specificity any threshold reaches while sensitivity stays ``>= sensitivity``."""
-    y, p = _arrays(y_true, prob)
-    fpr, tpr, _ = _roc(y, p)
+    fpr, tpr, _ = _roc(*_arrays(y_true, prob))
+    return _spec_at_sens(fpr, tpr, sensitivity)
+
+
+def _sens_at_spec(fpr: np.ndarray, tpr: np.ndarray, specificity: float) -> float:
+    return float(tpr[1 - fpr >= specificity - 1e-12].max())
+
+
+def _spec_at_sens(fpr: np.ndarray, tpr: np.ndarray, sensitivity: float) -> float:
     return float((1 - fpr[tpr >= sensitivity - 1e-12]).max())
 
 
@@ -170,6 +176,8 @@ def bootstrap_interval(y_true: np.ndarray, prob: np.ndarray,
         ``(low, high)``.
     """
     y, p = _arrays(y_true, prob)
+    order = np.argsort(p, kind="stable")  # sorted once, so the statistic's own sort finds it sorted
+    y, p = y[order], p[order]
     weights = bootstrap_weights(y, n_resamples, seed)
     chunk = max(1, _MAX_CELLS // max(1, y.size))
     values = np.concatenate([statistic(y, p, weights[i:i + chunk]) for i in range(0, n_resamples, chunk)])
@@ -220,21 +228,20 @@ def screening_metrics(y_true: np.ndarray, prob: np.ndarray, *, threshold: float 
         ``specificity`` at ``threshold`` (also returned), ``sens_at_spec90/95``,
         ``spec_at_sens90/95`` and ``brier``.
     """
-    from sklearn.metrics import brier_score_loss, roc_auc_score
+    from sklearn.metrics import auc as area, brier_score_loss
 
     y, p = _arrays(y_true, prob)
+    fpr, tpr, thresholds = _roc(y, p)  # once: every operating point reads the same curve
     if threshold is None:
-        threshold = youden_threshold(y, p)
+        threshold = float(min(thresholds[int(np.argmax(tpr - fpr))], 1.0))  # Youden's J
     c = confusion_at(y, p, threshold)
     low, high = bootstrap_interval(y, p, n_resamples=n_resamples, seed=seed)
     return {
-        "auc": float(roc_auc_score(y, p)), "auc_ci_low": low, "auc_ci_high": high,
+        "auc": float(area(fpr, tpr)), "auc_ci_low": low, "auc_ci_high": high,
         "sensitivity": c["tp"] / (c["tp"] + c["fn"]), "specificity": c["tn"] / (c["tn"] + c["fp"]),
         "threshold": float(threshold),
-        "sens_at_spec90": sensitivity_at_specificity(y, p, 0.90),
-        "sens_at_spec95": sensitivity_at_specificity(y, p, 0.95),
-        "spec_at_sens90": specificity_at_sensitivity(y, p, 0.90),
-        "spec_at_sens95": specificity_at_sensitivity(y, p, 0.95),
+        "sens_at_spec90": _sens_at_spec(fpr, tpr, 0.90), "sens_at_spec95": _sens_at_spec(fpr, tpr, 0.95),
+        "spec_at_sens90": _spec_at_sens(fpr, tpr, 0.90), "spec_at_sens95": _spec_at_sens(fpr, tpr, 0.95),
         "brier": float(brier_score_loss(y, np.clip(p, 0.0, 1.0))),
     }
 

@@ -5,7 +5,8 @@ same in-memory uint8 tensors (the synthetic fundus set, split as the trainable s
 it), with the same optimizer (AdamW). The trainable runs through ``run_training`` with
 augmentation off and no checkpoints; the plain loop is the textbook loop a person
 would write by hand. Each rep runs both sides for ``--epochs`` epochs, each epoch a
-training pass and an AUC scoring pass on the validation images, and times the whole
+training pass and a scoring pass on the validation images (the screening metrics of
+:func:`arc_ray.screening.screening_metrics`, which the trainable reports), and times the whole
 run with two clocks: wall time and process CPU time (on a busy shared CPU the wall clock mostly measures
 other people's load, so the CPU headline uses CPU time; on a GPU, wall time). Reps
 alternate sides; the script prints medians and their ratio (target ≥ 0.95).
@@ -56,8 +57,8 @@ def run_trainable(cfg: Config) -> float:
 
 
 def run_plain(cfg: Config) -> None:
-    """A hand-written timm + PyTorch loop doing the same work: train, then score AUC, each epoch."""
-    from sklearn.metrics import roc_auc_score
+    """A hand-written timm + PyTorch loop doing the same work: train, then score, each epoch."""
+    from arc_ray.screening import screening_metrics
 
     cuda = cfg.device == "cuda"
     device = torch.device("cuda" if cuda else "cpu")
@@ -93,7 +94,7 @@ def run_plain(cfg: Config) -> None:
         model.eval()
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = torch.cat([model(normalise(x)).float() for x in val_images.split(2 * cfg.batch_size)])
-        roc_auc_score(val_labels.cpu().numpy(), logits.softmax(1)[:, 1].cpu().numpy())
+        screening_metrics(val_labels.cpu().numpy(), logits.softmax(1)[:, 1].cpu().numpy())
 
 
 def timed(fn, cfg: Config) -> tuple[float, float, object]:
