@@ -139,9 +139,9 @@ def _sections(info: dict[str, Any], val: "SplitScores", test: "SplitScores | Non
                      json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)]
                     for k, v in lin.items() if v is not None]
     return [
-        ("Intended use", "Research use: glaucoma screening from fundus photographs, scored by the study "
+        ("Intended use", f"Research use: screening images for '{info['positive_class']}', as studied in "
                          f"'{info['study']}'. Not a medical device; its numbers hold only for images like the "
-                         "data below."),
+                         "data below, prepared the same way."),
         ("Model", (["", ""], model_rows)),
         ("Data and splits", data_note),
         ("", (["split", "images", "positive", "negative", "prevalence"], data_rows)),

@@ -55,8 +55,6 @@ from arc_ray.screening import (
 from trainables.timm_classifier import BEST_INFO_FILE, BEST_MODEL_FILE
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
