@@ -107,8 +107,9 @@ def _sections(info: dict[str, Any], val: "SplitScores", test: "SplitScores | Non
         if c:
             data_rows.append([name, c["n"], c["positive"], c["negative"], f"{100 * c['positive'] / c['n']:.1f} %"])
     data_note = (f"Data: {info['data_source']}; {info['skipped_images']} unreadable image(s) skipped. "
-                 f"The positive class is '{info['positive_class']}'. The test split was held out from training "
-                 "and from every selection (trials, best epoch, threshold) and is scored only here, once.")
+                 f"The positive class is '{info['positive_class']}'. "
+                 + ("The test split was held out from training and from every selection (trials, best epoch, "
+                    "threshold) and is scored only here, once." if test is not None else "There is no test split."))
     no_test = None
     if test is None:
         no_test = ("This data set has no test split, so every number below is measured on the validation split, "

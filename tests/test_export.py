@@ -166,7 +166,7 @@ def test_export_without_a_test_split_says_so(history, tmp_path, capsys):
     assert _cli("export", history.source_path, "--experiment", "exp-synthetic", "--out", tmp_path / "e") == 0
     assert "no test split" in capsys.readouterr().out
     card = (tmp_path / "e" / "model_card.html").read_text()
-    assert "No test split" in card
+    assert "No test split" in card and "There is no test split." in card and "held out from training" not in card
     info = json.loads((tmp_path / "e" / "export.json").read_text())
     assert info["metrics"]["test"] is None and info["splits"]["test"] is None
 
