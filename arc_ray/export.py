@@ -18,8 +18,8 @@
    and test image), ``roc.png``, ``calibration.png``, ``model_card.md`` and
    ``model_card.html`` (:mod:`arc_ray._model_card`).
 
-The history is read with :func:`arc_ray.historian.read_table` (nothing is written
-there). ``DIR`` is assembled in a temporary sibling folder and renamed into place, so
+The history is read through the read-only :class:`~arc_ray.historian.HistoryReader`
+(nothing is written, compacted or created there). ``DIR`` is assembled in a temporary sibling folder and renamed into place, so
 it is never left half-written. The test split is evaluated here and nowhere else: a
 trial never sees it, so its numbers are an honest estimate for the chosen model.
 """
@@ -41,7 +41,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arc_ray.errors import ConfigValidationError, Violation
+from arc_ray.historian.schema import (
+    CYCLE_ID,
+    DURATION_S,
+    EXPERIMENT_ID,
+    ITERATIONS,
+    METRIC_PREFIX,
+    MODE,
+    PROPOSAL_TYPE,
+    PROPOSER,
+    REASON,
+    STATUS,
+)
 from arc_ray.predict import EXPORT_FILE, MODEL_FILE, ExportedModel
+from arc_ray.records import JobStatus
 from arc_ray.screening import (
     bootstrap_interval,
     confusion_at,
@@ -55,6 +68,7 @@ from arc_ray.screening import (
 from trainables.timm_classifier import BEST_INFO_FILE, BEST_MODEL_FILE
 
 if TYPE_CHECKING:
+    from arc_ray.historian import HistoryReader
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -87,7 +101,8 @@ class Export:
 
 
 # ----------------------------------------------------------------------------- choosing
-def choose_experiment(study: "StudyConfig", experiment_id: str | None = None) -> dict[str, Any]:
+def choose_experiment(study: "StudyConfig", reader: "HistoryReader",
+                      experiment_id: str | None = None) -> dict[str, Any]:
     """The trials row to export: the named experiment, or the best completed one.
 
     Raises:
@@ -95,24 +110,24 @@ def choose_experiment(study: "StudyConfig", experiment_id: str | None = None) ->
             completed trial with the study's metric.
         ConfigValidationError: ``experiment_id`` is not in the history.
     """
-    from arc_ray.historian import read_table
     from arc_ray.report import EmptyHistoryError
 
-    trials = read_table(study.study_dir, "trials")
+    trials = reader.trials_table()
     if trials.num_rows == 0:
         raise EmptyHistoryError(f"study {study.name!r} has no history yet at {study.study_dir}; "
                                 f"run `arc run {study.source_path or 'CONFIG'}` first")
     rows = trials.to_pylist()
     if experiment_id is not None:
-        match = [r for r in rows if r["experiment_id"] == experiment_id]
+        match = [r for r in rows if r[EXPERIMENT_ID] == experiment_id]
         if not match:
-            known = ", ".join(sorted(r["experiment_id"] for r in rows)[:10])
+            known = ", ".join(sorted(r[EXPERIMENT_ID] for r in rows)[:10])
             raise ConfigValidationError([Violation("experiment", experiment_id,
                                                    f"is not in the history of study {study.name!r} "
                                                    f"(experiments: {known}{', ...' if len(rows) > 10 else ''})")])
         return match[0]
-    col = f"metric.{study.metric}"
-    done = [r for r in rows if r["status"] == "COMPLETED" and r.get(col) is not None and math.isfinite(r[col])]
+    col = METRIC_PREFIX + study.metric
+    done = [r for r in rows if r[STATUS] == JobStatus.COMPLETED.value and r.get(col) is not None
+            and math.isfinite(r[col])]
     if not done:
         raise EmptyHistoryError(f"study {study.name!r} has no completed trial with a finite {study.metric} "
                                 f"yet ({len(rows)} trial(s) in the history); nothing to export")
@@ -158,27 +173,21 @@ def _list(fs: Any, path: str) -> list[Any]:
     return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
 
-def lineage(study: "StudyConfig", trial: dict[str, Any]) -> dict[str, Any]:
+def lineage(reader: "HistoryReader", trial: dict[str, Any]) -> dict[str, Any]:
     """Where the experiment came from: cycle, strategy, proposer, rationale, the decision and its reason."""
-    from arc_ray.historian import read_table
-
-    eid, cycle = trial["experiment_id"], trial.get("cycle_id")
-    out: dict[str, Any] = {"experiment_id": eid, "cycle_id": cycle, "status": trial.get("status"),
-                           "proposer": trial.get("proposer"), "proposal_type": trial.get("proposal_type"),
-                           "duration_s": trial.get("duration_s"), "epochs_run": trial.get("iterations")}
-    decisions = [d for d in read_table(study.study_dir, "decisions").to_pylist() if d.get("experiment_id") == eid]
+    eid, cycle = trial[EXPERIMENT_ID], trial.get(CYCLE_ID)
+    out: dict[str, Any] = {"experiment_id": eid, "cycle_id": cycle, "status": trial.get(STATUS),
+                           "proposer": trial.get(PROPOSER), "proposal_type": trial.get(PROPOSAL_TYPE),
+                           "duration_s": trial.get(DURATION_S), "epochs_run": trial.get(ITERATIONS)}
+    decisions = [d for d in reader.decisions_for_cycle(int(cycle)) if d.experiment_id == eid] if cycle else []
     if decisions:
         d = decisions[-1]
-        out.update(decision=d.get("outcome"), decided_by=d.get("decided_by"), decision_reason=d.get("reason"),
-                   changes=json.loads(d["changes_json"]) if d.get("changes_json") else None)
-        try:
-            proposal = (json.loads(d.get("decision_json") or "{}") or {}).get("proposal") or {}
-            out["rationale"] = proposal.get("rationale")
-        except ValueError:
-            logger.debug("decision_json of %s is not JSON", eid)
-    cycles = [c for c in read_table(study.study_dir, "cycles").to_pylist() if c.get("cycle_id") == cycle]
+        out.update(decision=d.outcome.value, decided_by=d.decided_by, decision_reason=d.reason)
+        if d.proposal is not None:
+            out.update(changes=d.proposal.changes, rationale=d.proposal.rationale)
+    cycles = [c for c in reader.cycles_table().to_pylist() if c.get(CYCLE_ID) == cycle]
     if cycles:
-        out.update(cycle_mode=cycles[-1].get("mode"), cycle_reason=cycles[-1].get("reason"))
+        out.update(cycle_mode=cycles[-1].get(MODE), cycle_reason=cycles[-1].get(REASON))
     return out
 
 
@@ -240,9 +249,12 @@ def export_model(study: "StudyConfig", out_dir: str | os.PathLike[str], *, exper
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigValidationError([Violation("out", str(out), "exists and is not empty; pass --overwrite "
                                                                 "to replace it")])
-    trial = choose_experiment(study, experiment_id)
-    eid = str(trial["experiment_id"])
-    checkpoint = find_checkpoint(study, eid, int(trial["cycle_id"]))
+    from arc_ray.historian import HistoryReader
+
+    reader = HistoryReader(study)
+    trial = choose_experiment(study, reader, experiment_id)
+    eid = str(trial[EXPERIMENT_ID])
+    checkpoint = find_checkpoint(study, eid, int(trial[CYCLE_ID]))
     logger.info("exporting %s from %s", eid, checkpoint)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +274,7 @@ def export_model(study: "StudyConfig", out_dir: str | os.PathLike[str], *, exper
                                  "normalised by mean/std",
                 "best_epoch": best["epoch"], "select_metric": best["select_metric"],
                 "trial_metrics": best["metrics"], "config": best["config"],
-                "threshold": None, "threshold_rule": None, "lineage": lineage(study, trial)}
+                "threshold": None, "threshold_rule": None, "lineage": lineage(reader, trial)}
         _write_json(stage / EXPORT_FILE, info)
         model = ExportedModel(stage, device)
         data = _load_split_data(best["config"])

@@ -293,6 +293,7 @@ def test_real_study_export_predict_round_trip(tmp_path, capsys):
     info = json.loads((tmp_path / "model" / "export.json").read_text())
     assert info["experiment_id"] == report.best_experiment_id
     assert "/cycle_0001/" in info["checkpoint"] and info["best_epoch"] in (1, 2)
+    assert info["lineage"]["decision"] in ("approved", "repaired") and info["lineage"]["rationale"]
     tests = [r for r in _read_csv(tmp_path / "model" / "predictions.csv") if r["split"] == "test"]
     manifest = tmp_path / "test.csv"
     manifest.write_text("path\n" + "\n".join(r["path"] for r in tests) + "\n")
