@@ -63,8 +63,8 @@ _FINITE_CHECK_EVERY = 16  # steps between NaN checks (each check syncs a GPU onc
 _CHECKPOINT_FILE = "state.pt"
 BEST_MODEL_FILE = "best_model.safetensors"  # the best epoch's weights, in every checkpoint
 BEST_INFO_FILE = "best.json"  # what the weights are: epoch, metrics, model, image size, normalisation, config
-#: Metrics the best epoch can be selected by (everything :func:`evaluate` reports).
-SELECTABLE_METRICS = (*SCREENING_METRICS, "val_loss")
+#: Metrics the best epoch can be selected by (what :func:`evaluate` reports, bar the threshold).
+SELECTABLE_METRICS = (*(m for m in SCREENING_METRICS if m != "threshold"), "val_loss")
 
 
 # ---------------------------------------------------------------------------- config
