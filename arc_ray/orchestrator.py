@@ -47,6 +47,7 @@ from arc_ray.records import (
 from arc_ray.stopping import check_stop, limit_to_trial_budget, recover_cycles_without_improvement
 
 if TYPE_CHECKING:
+    from arc_ray.executor import Executor
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Orchestrator:
                  *, trainable: Callable[..., Any] | None = None,
                  on_event: Callable[[CycleEvent], None] | None = None,
                  poll_interval_s: float = 0.5, dashboard: bool = True,
-                 executor: Any | None = None) -> None:
+                 executor: "Executor | None" = None) -> None:
         self.study = study
         self.offline_mode = offline_mode
         self.namespace = f"arc-{study.name}"
@@ -174,19 +175,17 @@ class Orchestrator:
                 time.sleep(0.2)
 
     @property
-    def executor(self) -> Any:
+    def executor(self) -> "Executor":
         """The trial executor ``study.executor`` names (made on first use)."""
         if self._executor is None:
             self._executor = self._make_executor()
         return self._executor
 
-    def _make_executor(self) -> Any:
+    def _make_executor(self) -> "Executor":
+        from arc_ray.executor import InProcessExecutor, TrainingExecutor
+
         if self.study.executor == "inprocess":
-            from arc_ray.inprocess import InProcessExecutor
-
             return InProcessExecutor(self.study, trainable=self.trainable)
-        from arc_ray.executor import TrainingExecutor
-
         return TrainingExecutor(self.study, trainable=self.trainable)
 
     def _make_telemetry(self) -> Any | None:
@@ -401,11 +400,10 @@ class Orchestrator:
     def _prune_checkpoints(self, cycle_id: int) -> None:
         """Once a cycle is stored, keep only each trial's newest ``study.checkpoints_kept``."""
         keep = self.study.checkpoints_kept
-        prune = getattr(self._executor, "prune_checkpoints", None)  # the in-process one has none
-        if keep is None or prune is None:
+        if keep is None or self._executor is None:
             return
         try:
-            prune(cycle_id, keep)
+            self._executor.prune_checkpoints(cycle_id, keep)
         except Exception as exc:  # disk housekeeping never fails a cycle
             logger.warning("cycle %d: could not prune checkpoints: %s", cycle_id, exc)
 
@@ -446,8 +444,11 @@ class Orchestrator:
                                      ) -> dict[str, JobStatus]:
         """Wait until every trial is finished (or ``timeout``: the rest are cancelled).
 
-        Emits ``progress`` events when the counts change and calls ``on_terminal`` once
-        per trial as it finishes.
+        The one wait / timeout loop of a study: it polls the executor (never blocking in
+        it), sleeps up to ``poll_interval_s`` between polls (woken early when a job
+        changes), and at the timeout cancels what is still open, then gives the
+        cancellation 30 s to land. Emits ``progress`` events when the counts change and
+        calls ``on_terminal`` once per trial as it finishes.
 
         Returns:
             the final status of each experiment.
@@ -460,10 +461,7 @@ class Orchestrator:
         while True:
             left = [i for i in experiment_ids if not statuses.get(i, JobStatus.PENDING).is_terminal()]
             if left:
-                step = self.poll_interval_s
-                if deadline is not None:
-                    step = max(min(step, deadline - time.monotonic()), 0.0)
-                statuses.update(self.executor.wait_for_completion(left, timeout=step, **self._poll_kwargs()))
+                statuses.update(self.executor.poll(left))
             for i in experiment_ids:
                 st = statuses.get(i)
                 if st is not None and st.is_terminal() and i not in reported:
@@ -488,13 +486,11 @@ class Orchestrator:
                 logger.warning("timeout after %.0f s: cancelling %d trials", timeout, len(left))
                 self.executor.cancel([i for i in experiment_ids if i not in reported])
                 cancelled, deadline = True, time.monotonic() + 30
-
-    def _poll_kwargs(self) -> dict[str, Any]:
-        """Keyword that makes the executor's wait a poll (the Tune executor cancels on timeout)."""
-        import inspect
-
-        params = inspect.signature(self.executor.wait_for_completion).parameters
-        return {"cancel_on_timeout": False} if "cancel_on_timeout" in params else {}
+                continue  # poll at once: a cancelled trial is CANCELLED now
+            step = self.poll_interval_s
+            if deadline is not None:
+                step = max(min(step, deadline - time.monotonic()), 0.0)
+            self.executor.wait_for_change(step)
 
     def _wait_and_collect(self, cycle_id: int, ids: list[str], timeout: float | None) -> list[TrialResult]:
         results: dict[str, TrialResult] = {}

@@ -6,7 +6,6 @@ overlaps are measured from the trials' own event lines (``events_file``).
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError
 from arc_ray.executor import Job, TrainingExecutor
 from arc_ray.records import (
-    Decision,
     DecisionOutcome,
     ErrorClass,
     JobStatus,
@@ -27,12 +25,7 @@ from arc_ray.records import (
 )
 from arc_ray.study import SchedulerSettings
 
-
-def decision(study, eid: str, cycle: int = 1, resources: Resources | None = None, **changes) -> Decision:
-    """An approved decision with a ready config (the baseline plus ``changes``)."""
-    config = {**copy.deepcopy(study.baseline), **changes, "experiment_id": eid}
-    return Decision(experiment_id=eid, cycle_id=cycle, outcome=DecisionOutcome.APPROVED,
-                    decided_by="test", reason="test", config=config, resources=resources)
+from _executors import approved, runnable, wait_for
 
 
 def read_events(path: Path) -> list[dict]:
@@ -74,13 +67,13 @@ def test_gpu_fraction_and_cap_bound_concurrency(ray_session, toy_study, make_exe
     study = toy_study.model_copy(update={"max_concurrent_trials": 2})
     events = tmp_path / "events.jsonl"
     half_gpu = Resources(cpu=0.25, gpu=0.5)  # by resources 4 could run at once; the cap says 2
-    items = [decision(study, f"c{i}", resources=half_gpu, x=i / 10, epochs=2, sleep_s=0.6,
+    items = [runnable(study, f"c{i}", resources=half_gpu, x=i / 10, epochs=2, sleep_s=0.6,
                       events_file=str(events)) for i in range(6)]
     ex = make_executor(study)
     jobs = ex.submit_batch(items, cycle_id=1)
     assert [j.status for j in jobs] == [JobStatus.PENDING] * 6  # returned before Tune started
     assert all(isinstance(j, Job) and j.tune_experiment == "cycle_0001" for j in jobs)
-    statuses = ex.wait_for_completion([j.experiment_id for j in jobs], timeout=120)
+    statuses = wait_for(ex, [j.experiment_id for j in jobs], timeout=120)
     assert set(statuses.values()) == {JobStatus.COMPLETED}
     for j in jobs:  # driven by Tune's hooks, in order; QUEUED may last only microseconds
         steps = [s for s, _ in ex.status_history(j.experiment_id)]
@@ -112,14 +105,14 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
     small = Resources(cpu=0.25, gpu=0)
     events = tmp_path / "events.jsonl"
     items = [
-        decision(study, "ok", cycle=2, resources=small),
-        decision(study, "crash", cycle=2, resources=small, fail="crash"),
-        decision(study, "nan", cycle=2, resources=small, fail="nan"),
-        decision(study, "oom", cycle=2, resources=small, fail="oom"),
-        decision(study, "silent", cycle=2, resources=small, epochs=1, sleep_s=120),  # never reports
-        decision(study, "chatty", cycle=2, resources=small, epochs=5, sleep_s=1.5),  # reports past 4 s
-        decision(study, "cancelme", cycle=2, resources=small, epochs=1, sleep_s=120),
-        decision(study, "exit", cycle=2, resources=small, epochs=3, fail="exit", events_file=str(events)),
+        runnable(study, "ok", cycle=2, resources=small),
+        runnable(study, "crash", cycle=2, resources=small, fail="crash"),
+        runnable(study, "nan", cycle=2, resources=small, fail="nan"),
+        runnable(study, "oom", cycle=2, resources=small, fail="oom"),
+        runnable(study, "silent", cycle=2, resources=small, epochs=1, sleep_s=120),  # never reports
+        runnable(study, "chatty", cycle=2, resources=small, epochs=5, sleep_s=1.5),  # reports past 4 s
+        runnable(study, "cancelme", cycle=2, resources=small, epochs=1, sleep_s=120),
+        runnable(study, "exit", cycle=2, resources=small, epochs=3, fail="exit", events_file=str(events)),
     ]
     ex = make_executor(study)
     t0 = time.monotonic()
@@ -129,7 +122,7 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
         time.sleep(0.05)
     ex.cancel(["cancelme"])
     assert ex.status("cancelme") == JobStatus.CANCELLED
-    statuses = ex.wait_for_completion([d.experiment_id for d in items], timeout=150)
+    statuses = wait_for(ex, [d.experiment_id for d in items], timeout=150)
 
     results = {d.experiment_id: ex.collect_results(d.experiment_id) for d in items}
     expected = {
@@ -158,12 +151,12 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
 def test_wait_past_timeout_cancels_and_polling_does_not(ray_session, toy_study, make_executor):
     study = toy_study.model_copy(update={"max_concurrent_trials": 1})
     ex = make_executor(study)
-    ex.submit_batch([decision(study, "long", cycle=3, epochs=1, sleep_s=120),
-                     decision(study, "queued", cycle=3, epochs=1, sleep_s=120)], cycle_id=3)
-    polled = ex.wait_for_completion(["long", "queued"], timeout=0.5, cancel_on_timeout=False)
+    ex.submit_batch([runnable(study, "long", cycle=3, epochs=1, sleep_s=120),
+                     runnable(study, "queued", cycle=3, epochs=1, sleep_s=120)], cycle_id=3)
+    polled = wait_for(ex, ["long", "queued"], timeout=0.5)
     assert not any(s.is_terminal() for s in polled.values())
     t0 = time.monotonic()
-    statuses = ex.wait_for_completion(["long", "queued"], timeout=3)
+    statuses = wait_for(ex, ["long", "queued"], timeout=3, cancel_on_timeout=True)
     assert statuses == {"long": JobStatus.CANCELLED, "queued": JobStatus.CANCELLED}
     assert time.monotonic() - t0 < 10
     run = ex._runs["cycle_0003"]
@@ -180,13 +173,13 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
     sched = SchedulerSettings(grace_period=1, reduction_factor=2, max_t=10)
     study = toy_study.model_copy(update={"max_concurrent_trials": 1, "scheduler": sched})
     # run one at a time, best first, so ASHA's rungs are filled in a known order
-    proposals = [Proposal(experiment_id=f"a{i}", changes={"x": x, "epochs": 5}, proposer="bayesian",
-                          type=ProposalType.EXPLORATION, risk_level=RiskLevel.MEDIUM)
+    decisions = [approved(study, Proposal(experiment_id=f"a{i}", changes={"x": x, "epochs": 5},
+                                          proposer="bayesian", type=ProposalType.EXPLORATION,
+                                          risk_level=RiskLevel.MEDIUM), cycle_id=4)
                  for i, x in enumerate([0.3, -0.9, -0.8, 0.95])]
     ex = make_executor(study)
-    jobs = ex.submit_batch(proposals, cycle_id=4)
-    assert (Path(study.experiments_dir) / "a1" / "config.yaml").is_file()  # configgen wrote it
-    ex.wait_for_completion([j.experiment_id for j in jobs], timeout=120)
+    jobs = ex.submit_batch(decisions, cycle_id=4)
+    wait_for(ex, [j.experiment_id for j in jobs], timeout=120)
     best, *worse = [ex.collect_results(j.experiment_id) for j in jobs]
     assert best.status == JobStatus.COMPLETED and not best.stopped_early and best.iterations == 5
     for r in worse:
@@ -196,11 +189,12 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
     assert best.risk_level == RiskLevel.MEDIUM and best.config["x"] == 0.3
 
     # the same items again: the same jobs, nothing rerun; a new one: a second batch folder
-    again = ex.submit_batch(proposals, cycle_id=4)
+    again = ex.submit_batch(decisions, cycle_id=4)
     assert [j.status for j in again] == [JobStatus.COMPLETED] * 4
-    extra = ex.submit_job(Proposal(experiment_id="a4", changes={"x": 0.1, "epochs": 1}), cycle_id=4)
+    extra = ex.submit_job(approved(study, Proposal(experiment_id="a4", changes={"x": 0.1, "epochs": 1}),
+                                   cycle_id=4), cycle_id=4)
     assert extra.tune_experiment == "cycle_0004-2"
-    assert ex.wait_for_completion(["a4"], timeout=60) == {"a4": JobStatus.COMPLETED}
+    assert wait_for(ex, ["a4"], timeout=60) == {"a4": JobStatus.COMPLETED}
 
     # a fresh executor reads the finished cycle back from disk without running anything
     other = make_executor(study)
@@ -216,7 +210,7 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
     (Path(study.tune_dir) / "cycle_0004" / "arc" / "results" / "a0.json").unlink()
     third = make_executor(study)
     third.resume(4)
-    assert third.wait_for_completion(["a0"], timeout=60) == {"a0": JobStatus.COMPLETED}
+    assert wait_for(third, ["a0"], timeout=60) == {"a0": JobStatus.COMPLETED}
     again_a0 = third.collect_results("a0")
     assert again_a0.iterations == 5 and again_a0.metrics == best.metrics  # same t_end: no rerun
 
@@ -238,27 +232,27 @@ def test_asha_stops_worse_trials_early_and_cycle_is_idempotent(ray_session, toy_
 
 def test_bad_items_are_refused_naming_the_problem(toy_study, tmp_path):
     ex = TrainingExecutor(toy_study)
-    vetoed = decision(toy_study, "v").model_copy(update={"outcome": DecisionOutcome.VETOED})
-    no_config = decision(toy_study, "n").model_copy(update={"config": None})
-    other_cycle = decision(toy_study, "o", cycle=9)
-    mismatch = decision(toy_study, "m")
+    vetoed = runnable(toy_study, "v").model_copy(update={"outcome": DecisionOutcome.VETOED})
+    no_config = runnable(toy_study, "n").model_copy(update={"config": None})
+    other_cycle = runnable(toy_study, "o", cycle=9)
+    mismatch = runnable(toy_study, "m")
     mismatch.config["experiment_id"] = "something-else"
-    bad_id = decision(toy_study, "b").model_copy(update={"experiment_id": "../escape"})
+    bad_id = runnable(toy_study, "b").model_copy(update={"experiment_id": "../escape"})
     with pytest.raises(ConfigValidationError) as err:
         ex.submit_batch([vetoed, no_config, other_cycle, mismatch, bad_id, "not an item",
-                         decision(toy_study, "dup"), decision(toy_study, "dup")], cycle_id=1)
+                         runnable(toy_study, "dup"), runnable(toy_study, "dup")], cycle_id=1)
     fields = err.value.fields
     for expected in ["items[0].outcome", "items[1].config", "items[2].cycle_id",
                      "items[3].config.experiment_id", "items[4].experiment_id", "items[5]",
                      "items[7].experiment_id"]:
         assert expected in fields, (expected, fields)
-    good = Proposal(experiment_id="good", changes={"x": 0.1})
-    bad_proposal = Proposal(experiment_id="p", changes={"lr": 50.0})
-    with pytest.raises(ConfigValidationError, match=r"items\[1\]\.lr"):
-        ex.submit_batch([good, bad_proposal], cycle_id=1)
-    assert not Path(toy_study.experiments_dir).exists()  # not even the good one's config
+    # a proposal is not runnable: the executor never generates (or writes) its config
+    with pytest.raises(ConfigValidationError, match=r"items\[1\]=.*never generates configs"):
+        ex.submit_batch([runnable(toy_study, "good"), Proposal(experiment_id="p", changes={"x": 0.1})],
+                        cycle_id=1)
+    assert not Path(toy_study.experiments_dir).exists()
     with pytest.raises(ConfigValidationError, match="cycle_id"):
-        ex.submit_batch([decision(toy_study, "x")], cycle_id=-1)
+        ex.submit_batch([runnable(toy_study, "x")], cycle_id=-1)
     with pytest.raises(TrainingExecutionError, match="never submitted"):
         ex.status("nope")
     with pytest.raises(TrainingExecutionError, match="never submitted"):
@@ -266,19 +260,19 @@ def test_bad_items_are_refused_naming_the_problem(toy_study, tmp_path):
     assert not Path(toy_study.tune_dir).exists()  # nothing half-submitted
     ex.shutdown()
     with pytest.raises(TrainingExecutionError, match="shut down"):
-        ex.submit_batch([decision(toy_study, "late")], cycle_id=1)
+        ex.submit_batch([runnable(toy_study, "late")], cycle_id=1)
 
 
 @pytest.mark.ray
 def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study, make_executor, monkeypatch,
                                                  caplog):
     ex = make_executor(toy_study)
-    big = decision(toy_study, "big", resources=Resources(cpu=1, gpu=3))
+    big = runnable(toy_study, "big", resources=Resources(cpu=1, gpu=3))
     with pytest.raises(ConfigValidationError, match=r"items\[0\]\.resources\.gpu.*2 GPU"):
         ex.submit_batch([big], cycle_id=1)
     assert not Path(toy_study.tune_dir).exists()
     # on a cluster this driver only connected to, an autoscaler may add the GPUs: it waits
-    import arc_ray.executor as executor_module
+    import arc_ray.executor.tune as executor_module
 
     monkeypatch.setattr(executor_module, "_cluster_started_here", lambda: False)
     job = ex.submit_job(big, cycle_id=1)
@@ -286,11 +280,11 @@ def test_resources_the_cluster_lacks_are_refused(ray_session, toy_study, make_ex
     time.sleep(1.0)
     assert ex.status(job.experiment_id) in (JobStatus.PENDING, JobStatus.QUEUED)
     ex.cancel([job.experiment_id])
-    assert ex.wait_for_completion(["big"], timeout=5) == {"big": JobStatus.CANCELLED}
+    assert wait_for(ex, ["big"], timeout=5) == {"big": JobStatus.CANCELLED}
 
 
 def test_error_classes_from_exceptions_and_text():
-    from arc_ray._tune_trial import classify_error
+    from arc_ray.executor import classify_error
     from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError
 
     class OutOfMemoryError(RuntimeError):  # the name torch.cuda and Ray give theirs
@@ -316,7 +310,7 @@ def test_error_classes_from_exceptions_and_text():
 def test_result_metrics_keep_what_the_trainable_reported():
     from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
-    from arc_ray._tune_jobs import _NOT_METRICS, result_metrics
+    from arc_ray.executor._tune_jobs import _NOT_METRICS, result_metrics
 
     assert set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) <= _NOT_METRICS  # in step with Ray
     result = {"auc": 0.9, "val": {"loss": 0.3, "note": "x"}, "flag": True, "arc_error_class": "oom",

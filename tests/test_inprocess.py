@@ -1,8 +1,8 @@
-"""The in-process executor: the executor's surface over a plain objective."""
+"""The in-process executor: the executor contract over a plain objective (its own cases;
+the shared ones are in test_executor_contract.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from pathlib import Path
@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from arc_ray.errors import ConfigValidationError, TrainingDivergedError, TrainingExecutionError, TrainingOutOfMemoryError
-from arc_ray._tune_trial import classify_error as error_class_of
-from arc_ray.inprocess import InProcessExecutor
+from arc_ray.executor import InProcessExecutor
+from arc_ray.executor import classify_error as error_class_of
 from arc_ray.records import Decision, DecisionOutcome, ErrorClass, JobStatus, Proposal, Resources
 from trainables.toy import objective as toy_objective
+
+from _executors import wait_for
 
 
 def _objective(config):
@@ -51,7 +53,7 @@ def _decision(eid, x, outcome=DecisionOutcome.APPROVED, **kw):
 def test_runs_a_batch_and_reports_like_the_tune_executor(executor, toy_study):
     jobs = executor.submit_batch([_decision("a", 0.3, resources=Resources(cpu=1, gpu=0.5)), _decision("b", 0.0)], 1)
     assert [j.experiment_id for j in jobs] == ["a", "b"] and jobs[0].resources.gpu == 0.5
-    assert executor.wait_for_completion(["a", "b"], timeout=30) == {"a": JobStatus.COMPLETED, "b": JobStatus.COMPLETED}
+    assert wait_for(executor, ["a", "b"], timeout=30) == {"a": JobStatus.COMPLETED, "b": JobStatus.COMPLETED}
     r = executor.collect_results("a")
     assert r.status == JobStatus.COMPLETED and r.metric("score") == 1.0 and "note" not in r.metrics
     assert r.proposer == "bayesian" and r.cycle_id == 1 and r.config["experiment_id"] == "a"
@@ -66,7 +68,7 @@ def test_runs_a_batch_and_reports_like_the_tune_executor(executor, toy_study):
 def test_failures_become_data_with_their_class(executor):
     cases = {"oom": -1.0, "nan": -0.9, "crash": -0.8, "nanmetric": -0.7, "nometric": -0.6, "garbage": -0.5}
     executor.submit_batch([_decision(k, x) for k, x in cases.items()], 1)
-    statuses = executor.wait_for_completion(list(cases), timeout=30)
+    statuses = wait_for(executor, list(cases), timeout=30)
     assert set(statuses.values()) == {JobStatus.FAILED}
     got = {k: executor.collect_results(k) for k in cases}
     assert got["oom"].error_class == ErrorClass.OOM
@@ -79,26 +81,24 @@ def test_failures_become_data_with_their_class(executor):
     assert error_class_of(RuntimeError("CUDA error: out of memory")) == ErrorClass.OOM
 
 
-def test_a_proposal_gets_its_config_generated_and_written(executor, toy_study):
-    job = executor.submit_job(Proposal(experiment_id="p1", changes={"x": 0.2}), 4)
-    assert job.config["x"] == 0.2 and job.config["lr"] == toy_study.baseline["lr"]
-    executor.wait_for_completion(["p1"], timeout=30)
-    on_disk = json.loads((Path(toy_study.experiments_dir) / "p1" / "config.json").read_text())
-    assert on_disk["x"] == 0.2
+def test_a_proposal_is_refused_and_no_config_is_written(executor, toy_study):
+    with pytest.raises(ConfigValidationError, match="never generates configs"):
+        executor.submit_job(Proposal(experiment_id="p1", changes={"x": 0.2}), 4)
+    assert executor.jobs() == [] and not Path(toy_study.experiments_dir).exists()
 
 
 def test_bad_items_are_refused_before_anything_runs(executor):
     with pytest.raises(ConfigValidationError, match="only approved or repaired"):
         executor.submit_batch([_decision("ok", 0.1), _decision("no", 0.1, DecisionOutcome.VETOED)], 1)
-    with pytest.raises(ConfigValidationError, match="x"):
-        executor.submit_batch([Proposal(experiment_id="bad", changes={"x": 7.0})], 1)
+    with pytest.raises(ConfigValidationError, match="config"):
+        executor.submit_batch([_decision("ok", 0.1), _decision("no", 0.1).model_copy(update={"config": None})], 1)
     with pytest.raises(ConfigValidationError, match="expected an approved Decision"):
         executor.submit_batch([{"x": 1}], 1)
     assert executor.jobs() == []  # nothing of a refused batch was queued
     with pytest.raises(TrainingExecutionError, match="never submitted"):
         executor.status("ghost")
     with pytest.raises(TrainingExecutionError, match="never submitted"):
-        executor.wait_for_completion(["ghost"], timeout=1)
+        executor.poll(["ghost"])
 
 
 def test_cancel_queued_trials_and_shutdown(toy_study):
@@ -110,10 +110,10 @@ def test_cancel_queued_trials_and_shutdown(toy_study):
 
     ex = InProcessExecutor(toy_study, trainable=slow)
     ex.submit_batch([_decision("first", 0.1), _decision("second", 0.2)], 1)
-    assert ex.wait_for_completion(["first"], timeout=0.2) == {"first": JobStatus.RUNNING}
+    assert wait_for(ex, ["first"], timeout=0.2) == {"first": JobStatus.RUNNING}
     assert ex.cancel(["second", "first"]) == ["second"]  # a running call is not stopped
     gate.set()
-    assert ex.wait_for_completion(["first", "second"], timeout=30) == {
+    assert wait_for(ex, ["first", "second"], timeout=30) == {
         "first": JobStatus.COMPLETED, "second": JobStatus.CANCELLED}
     assert ex.collect_results("second").error_class == ErrorClass.CANCELLED
     ex.shutdown()
@@ -125,7 +125,7 @@ def test_the_study_trainable_is_used_and_checked(toy_study):
     study = toy_study.model_copy(update={"trainable": "trainables.toy:objective"})
     ex = InProcessExecutor(study)
     ex.submit_job(_decision("t", 0.3), 1)
-    ex.wait_for_completion(["t"], timeout=30)
+    wait_for(ex, ["t"], timeout=30)
     r = ex.collect_results("t")
     assert r.metric("score") == pytest.approx(toy_objective(r.config)["score"])
     ex.shutdown()

@@ -1,19 +1,21 @@
 """An executor for cheap objectives: ``objective(config) -> metrics``, called in the driver.
 
 Benchmark functions and toy studies cost microseconds per evaluation; a Ray Tune trial
-costs about a second of scheduling. :class:`InProcessExecutor` has the surface of
-:class:`arc_ray.executor.TrainingExecutor` (``submit_batch``, ``status``,
-``wait_for_completion``, ``collect_results``, ``cancel``, ``resume``, ``shutdown``) but
-calls the study's ``trainable`` — a plain function of the nested config returning a
+costs about a second of scheduling. :class:`InProcessExecutor` implements the same
+:class:`~arc_ray.executor.base.Executor` contract as
+:class:`~arc_ray.executor.TrainingExecutor` but calls the study's ``trainable`` — a plain function of the nested config returning a
 mapping of metric name to number — one trial at a time in a background thread of the
 driver. The orchestrator picks it when the study says ``executor: inprocess``.
 
 A trial fails when the function raises (``TrainingOutOfMemoryError``/``MemoryError`` →
 ``oom``, ``TrainingDivergedError``/``FloatingPointError`` → ``diverged``,
-``TimeoutError`` → ``timeout``, anything else → ``crash``), returns something that is
-not a mapping, or returns the study metric missing (``crash``) or not finite
-(``diverged``). ``trial_timeout_s`` is not enforced: a Python call cannot be stopped
-from outside, and the functions this executor is for return at once.
+``TimeoutError`` → ``timeout``, anything else → ``crash``; see
+:func:`~arc_ray.executor.base.classify_error`), returns something that is not a mapping,
+or returns the study metric missing (``crash``) or not finite (``diverged``).
+``trial_timeout_s`` is not enforced and a running call is not cancelled: a Python call
+cannot be stopped from outside, and the functions this executor is for return at once.
+Nothing is kept on disk, so there are no checkpoints to prune and nothing to resume
+after the driver exits.
 """
 
 from __future__ import annotations
@@ -23,23 +25,19 @@ import math
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from arc_ray._tune_trial import classify_error
-from arc_ray.configgen import ExperimentConfigGenerator
-from arc_ray.errors import (
-    ConfigValidationError,
-    TrainingExecutionError,
-    Violation,
-)
-from arc_ray.executor import Job
-from arc_ray.records import Decision, ErrorClass, JobStatus, Proposal, TrialResult
-from arc_ray.study import StudyConfig
+from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
+from arc_ray.executor.base import Executor, Job, check_cycle_id, classify_error, prepare_batch
+from arc_ray.records import Decision, ErrorClass, JobStatus, TrialResult
+
+if TYPE_CHECKING:
+    from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
 
 
-class InProcessExecutor:
+class InProcessExecutor(Executor):
     """Runs trials as calls of a plain function in the driver (see the module docstring).
 
     Args:
@@ -49,73 +47,53 @@ class InProcessExecutor:
     Raises:
         ConfigValidationError: the objective cannot be imported or is not callable.
 
-    Thread safety: every public method may be called from any thread.
+    Thread safety: every public method may be called from any thread. The contract
+    (who calls what, when) is :class:`~arc_ray.executor.base.Executor`'s.
     """
 
-    def __init__(self, study: StudyConfig, trainable: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None) -> None:
-        self.study = study
+    def __init__(self, study: "StudyConfig",
+                 trainable: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None) -> None:
+        super().__init__(study)
         self.objective = trainable if trainable is not None else study.load_trainable()
         if not callable(self.objective):
             raise ConfigValidationError([Violation("trainable", study.trainable, "is not callable")])
-        self._gen = ExperimentConfigGenerator(study)
         self._jobs: dict[str, Job] = {}
-        self._meta: dict[str, Decision | Proposal] = {}
+        self._meta: dict[str, dict[str, Any]] = {}  # proposer, proposal_type, risk_level
         self._results: dict[str, TrialResult] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ submit
 
-    def submit_batch(self, items: Iterable[Decision | Proposal], cycle_id: int) -> list[Job]:
-        """Queue every item; returns at once. An id already submitted is not run twice.
+    def submit_batch(self, decisions: Sequence[Decision], cycle_id: int) -> list[Job]:
+        """Queue every decision; returns at once (see :meth:`Executor.submit_batch`).
 
         Raises:
-            ConfigValidationError: an item is not a runnable Decision or a valid Proposal;
-                nothing of the batch is queued.
+            ConfigValidationError: a decision is not runnable (see
+                :func:`~arc_ray.executor.base.prepare_batch`); nothing of the batch is queued.
+            TrainingExecutionError: the executor was shut down.
         """
-        prepared = [self._prepare(item, cycle_id) for item in items]
-        return [self._enqueue(job, meta) for job, meta in prepared]
-
-    def submit_job(self, item: Decision | Proposal, cycle_id: int) -> Job:
-        """Queue one item (see :meth:`submit_batch`)."""
-        return self.submit_batch([item], cycle_id)[0]
-
-    def _prepare(self, item: Any, cycle_id: int) -> tuple[Job, Decision | Proposal]:
-        if isinstance(item, Decision):
-            if not item.outcome.runs() or item.config is None:
-                raise ConfigValidationError([Violation(
-                    "decision", item.experiment_id,
-                    f"only approved or repaired decisions with a config run (this one is {item.outcome.value})")])
-            config = dict(item.config)
-            resources = item.resources or (item.proposal.resources if item.proposal else None)
-        elif isinstance(item, Proposal):
-            config = self._gen.generate_config(item.experiment_id, item)
-            resources = item.resources
-        else:
-            raise ConfigValidationError([Violation("item", type(item).__name__,
-                                                   "expected an approved Decision or a Proposal")])
-        config.setdefault("experiment_id", item.experiment_id)
-        job = Job(experiment_id=item.experiment_id, cycle_id=cycle_id, config=config,
-                  resources=resources or self.study.resources)
-        return job, item
-
-    def _enqueue(self, job: Job, meta: Decision | Proposal) -> Job:
+        cycle_id = check_cycle_id(cycle_id)
         with self._cond:
             if self._closed:
-                raise TrainingExecutionError("the executor is shut down", experiment_id=job.experiment_id)
-            known = self._jobs.get(job.experiment_id)
-            if known is not None:
-                return known.model_copy()
-            job.status = JobStatus.QUEUED
-            self._jobs[job.experiment_id] = job
-            self._meta[job.experiment_id] = meta
-            if self._worker is None:
+                raise TrainingExecutionError("the executor is shut down")
+            held = {eid: job.cycle_id for eid, job in self._jobs.items()}
+            prepared = prepare_batch(list(decisions), cycle_id, held, self.study.resources)
+            out = []
+            for p in prepared:
+                if not p.held:
+                    self._jobs[p.experiment_id] = Job(experiment_id=p.experiment_id, cycle_id=cycle_id,
+                                                      config=p.config, resources=p.resources,
+                                                      status=JobStatus.QUEUED)
+                    self._meta[p.experiment_id] = p.meta
+                    self._queue.put(p.experiment_id)
+                out.append(self._jobs[p.experiment_id].model_copy(deep=True))
+            if self._worker is None and any(not p.held for p in prepared):
                 self._worker = threading.Thread(target=self._work, name="arc-inprocess", daemon=True)
                 self._worker.start()
-        self._queue.put(job.experiment_id)
-        return job.model_copy()
+            self._cond.notify_all()
+            return out
 
     # ----------------------------------------------------------------- running
 
@@ -129,6 +107,7 @@ class InProcessExecutor:
                 if job is None or job.status != JobStatus.QUEUED:
                     continue  # cancelled while queued
                 job.status = JobStatus.RUNNING
+                self._cond.notify_all()
             result = self._run(job)
             with self._cond:
                 self._results[eid] = result
@@ -136,11 +115,7 @@ class InProcessExecutor:
                 self._cond.notify_all()
 
     def _run(self, job: Job) -> TrialResult:
-        meta = self._meta.get(job.experiment_id)
-        proposal = meta.proposal if isinstance(meta, Decision) else meta
-        extra: dict[str, Any] = {}
-        if proposal is not None:
-            extra = dict(proposer=proposal.proposer, proposal_type=proposal.type, risk_level=proposal.risk_level)
+        extra = self._meta.get(job.experiment_id, {})
         started = time.time()
         t0 = time.perf_counter()
         status, metrics, err_class, err_msg = JobStatus.COMPLETED, {}, None, None
@@ -169,14 +144,14 @@ class InProcessExecutor:
 
     # ------------------------------------------------------------------ status
 
-    def status(self, experiment_id: str) -> JobStatus:
-        """Where a trial is.
+    def poll(self, experiment_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """Each trial's status now (see :meth:`Executor.poll`).
 
         Raises:
-            TrainingExecutionError: the id was never submitted.
+            TrainingExecutionError: an id was never submitted.
         """
         with self._cond:
-            return self._job(experiment_id).status
+            return {eid: self._job(eid).status for eid in experiment_ids}
 
     def _job(self, experiment_id: str) -> Job:
         job = self._jobs.get(experiment_id)
@@ -185,41 +160,30 @@ class InProcessExecutor:
                                          experiment_id=experiment_id)
         return job
 
-    def wait_for_completion(self, experiment_ids: Iterable[str], timeout: float | None = None) -> dict[str, JobStatus]:
-        """Wait until every trial is terminal or ``timeout`` seconds pass; returns each status.
-
-        Raises:
-            TrainingExecutionError: an id was never submitted.
-        """
-        ids = list(experiment_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            for eid in ids:
-                self._job(eid)
-            while not all(self._jobs[e].status.is_terminal() for e in ids):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(left)
-            return {e: self._jobs[e].status for e in ids}
-
     def collect_results(self, experiment_id: str) -> TrialResult:
         """The trial's result; for a trial still queued or running, its status so far."""
         with self._cond:
             job = self._job(experiment_id)
             result = self._results.get(experiment_id)
             if result is not None:
-                return result
+                return result.model_copy(deep=True)
             return TrialResult(experiment_id=experiment_id, cycle_id=job.cycle_id, status=job.status,
                                config=job.config, resources=job.resources)
 
     def cancel(self, experiment_ids: Iterable[str], reason: str = "cancelled") -> list[str]:
-        """Cancel queued trials (a running call cannot be stopped); returns the ids cancelled."""
+        """Cancel queued trials; a running call cannot be stopped and ends as it ends.
+
+        Returns:
+            the ids cancelled, in the order given.
+
+        Raises:
+            TrainingExecutionError: an id was never submitted.
+        """
         done = []
         with self._cond:
             for eid in experiment_ids:
-                job = self._jobs.get(eid)
-                if job is not None and job.status in (JobStatus.PENDING, JobStatus.QUEUED):
+                job = self._job(eid)
+                if job.status in (JobStatus.PENDING, JobStatus.QUEUED):
                     job.status = JobStatus.CANCELLED
                     self._results[eid] = TrialResult(experiment_id=eid, cycle_id=job.cycle_id,
                                                      status=JobStatus.CANCELLED, config=job.config,
@@ -232,24 +196,42 @@ class InProcessExecutor:
     def jobs(self, cycle_id: int | None = None) -> list[Job]:
         """Snapshots of the submitted jobs (of one cycle, or all)."""
         with self._cond:
-            return [j.model_copy() for j in self._jobs.values() if cycle_id is None or j.cycle_id == cycle_id]
+            return [j.model_copy(deep=True) for j in self._jobs.values()
+                    if cycle_id is None or j.cycle_id == cycle_id]
 
     def resume(self, cycle_id: int) -> list[Job]:
-        """The jobs of ``cycle_id`` this executor still holds. Nothing in-process survives
-        the driver, so after a restart this is empty and the orchestrator resubmits."""
-        with self._cond:
-            return [j.model_copy() for j in self._jobs.values() if j.cycle_id == cycle_id]
+        """The jobs of ``cycle_id`` this executor still holds.
 
-    def shutdown(self, timeout: float | None = 30.0) -> None:
-        """Cancel what is queued and stop the worker thread (after the running call)."""
+        Nothing in-process survives the driver, so after a restart this is empty and the
+        orchestrator submits the cycle's decided experiments again.
+        """
+        return self.jobs(check_cycle_id(cycle_id))
+
+    def prune_checkpoints(self, cycle_id: int, keep: int = 1) -> int:
+        """Nothing to prune: an in-process trial keeps no checkpoints. Returns ``0``.
+
+        Raises:
+            ConfigValidationError: ``cycle_id`` or ``keep`` is out of range (as for every executor).
+        """
+        check_cycle_id(cycle_id)
+        if keep < 1:
+            raise ConfigValidationError([Violation("keep", keep, "must be >= 1")])
+        return 0
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Cancel what is queued and stop the worker thread (after the running call).
+
+        Args:
+            timeout: seconds to wait for the running call; ``None``: 30.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-        self.cancel(list(self._jobs))
+        self.cancel(list(self._jobs), reason="the executor was shut down")
         self._queue.put(None)
         if self._worker is not None:
-            self._worker.join(timeout=timeout)
+            self._worker.join(timeout=30.0 if timeout is None else timeout)
 
 
 __all__ = ["InProcessExecutor"]

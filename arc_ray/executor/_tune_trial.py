@@ -1,4 +1,4 @@
-"""What runs inside a Ray Tune trial on a worker: the trial wrapper and failure classes.
+"""What runs inside a Ray Tune trial on a worker: the trial wrapper and its failure report.
 
 The executor hands Tune one wrapped function per study. Each trial's Tune config is
 ``{"arc_trial": {"experiment_id", "config", "resources"}}``; the wrapper passes the
@@ -21,8 +21,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError
-from arc_ray.records import ErrorClass
+from arc_ray.executor.base import classify_error
 
 #: The one key of a Tune trial's config; everything ARC needs travels under it.
 TRIAL_KEY = "arc_trial"
@@ -33,41 +32,6 @@ ERROR_MESSAGE_KEY = "arc_error_message"
 ERROR_TRACEBACK_KEY = "arc_error_traceback"
 
 _MAX_MESSAGE = 2000
-_OOM_TEXT = ("out of memory", "outofmemoryerror", "cuda error: out of memory", "cannot allocate memory",
-             "trainingoutofmemoryerror", "memoryerror")
-_DIVERGED_TEXT = ("trainingdivergederror", "loss is nan", "loss is inf")
-_TIMEOUT_TEXT = ("timeouterror", "timed out", "timeout")
-
-
-def classify_error(error: BaseException | str | None) -> ErrorClass:
-    """The :class:`ErrorClass` of an exception, or of an error's text (type name included).
-
-    ``TrainingDivergedError`` (any ``FloatingPointError``) → diverged;
-    ``TrainingOutOfMemoryError``, ``MemoryError``,
-    any ``*OutOfMemoryError`` or "out of memory" → oom; ``TimeoutError`` / "timed out"
-    → timeout; anything else → crash.
-    """
-    if isinstance(error, BaseException):
-        if isinstance(error, (TrainingDivergedError, FloatingPointError)):
-            return ErrorClass.DIVERGED
-        if isinstance(error, (TrainingOutOfMemoryError, MemoryError)):
-            return ErrorClass.OOM
-        if "OutOfMemoryError" in type(error).__name__:  # torch.cuda.OutOfMemoryError, ray's
-            return ErrorClass.OOM
-        if isinstance(error, TimeoutError):
-            return ErrorClass.TIMEOUT
-        text = f"{type(error).__name__}: {error}"
-    else:
-        text = error or ""
-    low = text.lower()
-    # Diverged first: a NaN loss message may mention memory, never the other way round.
-    if any(t in low for t in _DIVERGED_TEXT):
-        return ErrorClass.DIVERGED
-    if any(t in low for t in _OOM_TEXT):
-        return ErrorClass.OOM
-    if any(t in low for t in _TIMEOUT_TEXT):
-        return ErrorClass.TIMEOUT
-    return ErrorClass.CRASH
 
 
 def make_trial_function(user_fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
@@ -141,5 +105,5 @@ def trial_dirname(trial: Any) -> str:
     return experiment_id_of(trial) or f"trial_{trial.trial_id}"
 
 
-__all__ = ["TRIAL_KEY", "classify_error", "experiment_id_of", "make_trial_function",
+__all__ = ["TRIAL_KEY", "experiment_id_of", "make_trial_function",
            "trial_dirname", "trial_name", "trial_resources"]

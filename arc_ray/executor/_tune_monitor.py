@@ -34,14 +34,9 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from arc_ray._tune_jobs import JobState, RunStore, result_metrics
-from arc_ray._tune_trial import (
-    ERROR_CLASS_KEY,
-    ERROR_MESSAGE_KEY,
-    ERROR_TYPE_KEY,
-    classify_error,
-    experiment_id_of,
-)
+from arc_ray.executor._tune_jobs import JobState, RunStore, result_metrics
+from arc_ray.executor._tune_trial import ERROR_CLASS_KEY, ERROR_MESSAGE_KEY, ERROR_TYPE_KEY, experiment_id_of
+from arc_ray.executor.base import classify_error
 from arc_ray.records import ErrorClass, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@
 of that name. ``Tuner.fit()`` runs on a background thread of the driver, so
 :meth:`~TrainingExecutor.submit_batch` returns at once; Tune's own hooks move each job
 through ``PENDING → QUEUED → RUNNING → COMPLETED / FAILED / CANCELLED`` (see
-:mod:`arc_ray._tune_monitor`).
+:mod:`arc_ray.executor._tune_monitor`). It implements :class:`~arc_ray.executor.base.Executor`.
 
-Resources are per trial: the study's ``resources``, or a decision's (or proposal's) own
+Resources are per trial: the study's ``resources``, or a decision's (or its proposal's) own
 request, fractional GPUs included; ``study.max_concurrent_trials`` caps how many run at
 once. With ``study.scheduler`` set, ASHA stops poor trials early (``stopped_early``).
 
@@ -28,8 +28,10 @@ Example::
 
     executor = TrainingExecutor(StudyConfig.from_yaml("configs/arc.yaml"))
     jobs = executor.submit_batch(approved_decisions, cycle_id=3)
-    executor.wait_for_completion([j.experiment_id for j in jobs], timeout=3600)
-    results = [executor.collect_results(j.experiment_id) for j in jobs]
+    ids = [j.experiment_id for j in jobs]
+    while not all(s.is_terminal() for s in executor.poll(ids).values()):
+        executor.wait_for_change(1.0)
+    results = [executor.collect_results(i) for i in ids]
 """
 
 from __future__ import annotations
@@ -42,23 +44,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from pydantic import BaseModel, ConfigDict
-
-from arc_ray._tune_trial import TRIAL_KEY, make_trial_function, trial_dirname, trial_name, trial_resources
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
-from arc_ray.records import (
-    Decision,
-    JobStatus,
-    Proposal,
-    Resources,
-    TrialResult,
-    experiment_id_problem,
-)
+from arc_ray.executor._tune_trial import TRIAL_KEY, make_trial_function, trial_dirname, trial_name, trial_resources
+from arc_ray.executor.base import Executor, Job, PreparedTrial, check_cycle_id, prepare_batch
+from arc_ray.records import Decision, JobStatus, Resources, TrialResult
 from arc_ray.study import join_storage
 
-if TYPE_CHECKING:  # the Tune side is imported on first use: ``Job`` alone stays light
-    from arc_ray._tune_jobs import JobState
-    from arc_ray._tune_monitor import TuneRun
+if TYPE_CHECKING:  # the Tune side is imported on first use: importing the package stays light
+    from arc_ray.executor._tune_jobs import JobState
+    from arc_ray.executor._tune_monitor import TuneRun
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -67,20 +61,7 @@ _MANIFEST = "arc/manifest.json"
 _RESULTS = "arc/results"
 
 
-class Job(BaseModel):
-    """A submitted experiment, as it stood when this snapshot was taken."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    experiment_id: str
-    cycle_id: int
-    config: dict[str, Any]  # the validated nested config the trainable receives
-    resources: Resources  # what the trial asks of the cluster
-    status: JobStatus = JobStatus.PENDING
-    tune_experiment: str | None = None  # its Tune experiment's folder under study.tune_dir
-
-
-class TrainingExecutor:
+class TrainingExecutor(Executor):
     """Runs approved experiments as Ray Tune trials and tracks them to a result.
 
     Args:
@@ -101,157 +82,56 @@ class TrainingExecutor:
 
     Thread safety: every public method may be called from any thread; Tune's hooks run
     on the executor's background threads. Returned :class:`Job` objects are snapshots.
+    The contract (who calls what, when) is :class:`~arc_ray.executor.base.Executor`'s.
     """
 
     def __init__(self, study: "StudyConfig", trainable: Callable[..., Any] | None = None, *,
                  reuse_actors: bool = True, cancel_grace_s: float = 30.0,
                  checkpoints_to_keep: int | None = None) -> None:
-        self.study = study
+        super().__init__(study)
         self.reuse_actors = reuse_actors
         self.checkpoints_to_keep = checkpoints_to_keep
         self.cancel_grace_s = cancel_grace_s
         self._user_trainable = trainable
         self._trial_fn: Callable[..., Any] | None = None
-        self._cond = threading.Condition(threading.RLock())
         self._submit_lock = threading.RLock()  # one submission / restore at a time
         self._jobs: dict[str, JobState] = {}
         self._runs: dict[str, TuneRun] = {}
         self._loaded_cycles: set[int] = set()
-        self._configgen: Any = None
         self._closed = False
 
     # ---------------------------------------------------------------- submit
 
-    def submit_job(self, item: Decision | Proposal, cycle_id: int) -> Job:
-        """Submit one experiment; see :meth:`submit_batch`."""
-        return self.submit_batch([item], cycle_id)[0]
+    def submit_batch(self, decisions: Sequence[Decision], cycle_id: int) -> list[Job]:
+        """Start a cycle's decisions as one Tune experiment; returns at once.
 
-    def submit_batch(self, items: Sequence[Decision | Proposal], cycle_id: int) -> list[Job]:
-        """Start a cycle's experiments as one Tune experiment; returns at once.
-
-        Args:
-            items: approved (or repaired) :class:`Decision` objects, whose ``config`` is
-                the validated config (generated from ``proposal`` when missing), or
-                :class:`Proposal` objects, whose config the executor generates and writes
-                with the study's config generator.
-            cycle_id: the cycle (``>= 0``).
-
-        Returns:
-            one :class:`Job` per item, in order. Submitting an experiment id this
-            executor (or the cycle's folder on disk) already holds returns its job
-            instead of running it again.
+        See :meth:`Executor.submit_batch`. A later batch of the same cycle becomes the
+        cycle's next Tune experiment; an id already held for the cycle, in this executor
+        or in the cycle's folders on disk, is not run again.
 
         Raises:
-            ConfigValidationError: an item is not runnable (vetoed, no config, bad id,
-                duplicate id, config generation failed, resources the cluster does
-                not have); it names every problem and nothing is submitted.
+            ConfigValidationError: a decision is not runnable (see
+                :func:`~arc_ray.executor.base.prepare_batch`) or asks for resources a
+                Ray cluster this driver started does not have; nothing is submitted.
             TrainingExecutionError: the executor was shut down.
         """
-        cycle_id = _check_cycle_id(cycle_id)
+        cycle_id = check_cycle_id(cycle_id)
         if self._closed:
             raise TrainingExecutionError("the executor is shut down; create a new one")
-        items = list(items)
         with self._submit_lock:
             self._attach_cycle(cycle_id)
             with self._cond:
-                known = {eid: job for eid, job in self._jobs.items()}
-            prepared = self._prepare(items, cycle_id, known)
-            new = [p for p in prepared if p["experiment_id"] not in known]
+                held = {eid: job.cycle_id for eid, job in self._jobs.items()}
+            prepared = prepare_batch(list(decisions), cycle_id, held, self.study.resources)
+            new = [p for p in prepared if not p.held]
+            problems = self._resource_problems(new)
+            if problems:
+                raise ConfigValidationError(problems, source="submit_batch")
             if new:
                 self._launch(cycle_id, new)
-            return [self._snapshot(p["experiment_id"]) for p in prepared]
+            return [self._snapshot(p.experiment_id) for p in prepared]
 
-    def _prepare(self, items: list[Any], cycle_id: int, known: dict[str, JobState]) -> list[dict[str, Any]]:
-        """Validate every item and build what a trial needs; raise once with all problems."""
-        out: list[dict[str, Any]] = []
-        problems: list[Violation] = []
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            where = f"items[{i}]"
-            held = known.get(getattr(item, "experiment_id", None))  # type: ignore[arg-type]
-            if held is not None and held.cycle_id == cycle_id and isinstance(item, (Decision, Proposal)):
-                if held.experiment_id in seen:
-                    problems.append(Violation(f"{where}.experiment_id", held.experiment_id,
-                                              "appears twice in this batch"))
-                seen.add(held.experiment_id)
-                out.append({"experiment_id": held.experiment_id})  # already running or done
-                continue
-            try:
-                p = self._prepare_one(item, cycle_id)
-            except ConfigValidationError as exc:
-                problems += [Violation(f"{where}.{v.field}" if v.field else where, v.value, v.rule)
-                             for v in exc.violations]
-                continue
-            eid = p["experiment_id"]
-            if eid in seen:
-                problems.append(Violation(f"{where}.experiment_id", eid, "appears twice in this batch"))
-                continue
-            seen.add(eid)
-            other = known.get(eid)
-            if other is not None and other.cycle_id != cycle_id:
-                problems.append(Violation(f"{where}.experiment_id", eid,
-                                          f"was already submitted in cycle {other.cycle_id}"))
-                continue
-            p["where"] = where
-            out.append(p)
-        if not problems:  # only a clean batch is worth asking the cluster about
-            problems += self._resource_problems([p for p in out if p["experiment_id"] not in known])
-        if problems:
-            raise ConfigValidationError(problems, source="submit_batch")
-        for p in out:  # configs generated here are written only once the whole batch is good
-            if p.pop("generated", False):
-                self._configgen.write_config(p["experiment_id"], p["config"])
-        return out
-
-    def _prepare_one(self, item: Any, cycle_id: int) -> dict[str, Any]:
-        meta: dict[str, Any] = {}
-        generated = False
-        if isinstance(item, Decision):
-            if not item.outcome.runs():
-                raise ConfigValidationError([Violation("outcome", item.outcome.value,
-                                                       "only approved or repaired decisions run")])
-            if item.cycle_id != cycle_id:
-                raise ConfigValidationError([Violation("cycle_id", item.cycle_id,
-                                                       f"the decision is for cycle {item.cycle_id}, "
-                                                       f"submitted to cycle {cycle_id}")])
-            eid = item.experiment_id
-            proposal = item.proposal
-            config = item.config
-            if config is None:
-                if proposal is None:
-                    raise ConfigValidationError([Violation("config", None,
-                                                           "a decision needs a config or a proposal")])
-                config, generated = self._generate_config(eid, proposal), True
-            resources = item.resources or (proposal.resources if proposal else None)
-        elif isinstance(item, Proposal):
-            eid, proposal = item.experiment_id, item
-            config, generated = self._generate_config(eid, item), True
-            resources = item.resources
-        else:
-            raise ConfigValidationError([Violation("", type(item).__name__,
-                                                   "expected a Decision or a Proposal")])
-        problem = experiment_id_problem(eid)
-        if problem:
-            raise ConfigValidationError([Violation("experiment_id", eid, problem)])
-        if not isinstance(config, dict):
-            raise ConfigValidationError([Violation("config", type(config).__name__, "expected a mapping")])
-        if config.get("experiment_id", eid) != eid:
-            raise ConfigValidationError([Violation("config.experiment_id", config["experiment_id"],
-                                                   f"does not match the experiment id {eid!r}")])
-        if proposal is not None:
-            meta = {"proposer": proposal.proposer, "proposal_type": proposal.type.value,
-                    "risk_level": proposal.risk_level.value}
-        return {"experiment_id": eid, "config": {**config, "experiment_id": eid},
-                "resources": resources or self.study.resources, "meta": meta, "generated": generated}
-
-    def _generate_config(self, experiment_id: str, proposal: Proposal) -> dict[str, Any]:
-        if self._configgen is None:
-            from arc_ray.configgen import ExperimentConfigGenerator
-
-            self._configgen = ExperimentConfigGenerator(self.study)
-        return self._configgen.generate_config(experiment_id, proposal, write=False)
-
-    def _resource_problems(self, prepared: list[dict[str, Any]]) -> list[Violation]:
+    def _resource_problems(self, prepared: list[PreparedTrial]) -> list[Violation]:
         """Requests the cluster can never satisfy would wait forever: refuse them.
 
         Only a Ray this driver started itself has a known, fixed size; on a cluster the
@@ -269,15 +149,15 @@ class TrainingExecutor:
         fixed = _cluster_started_here()
         problems = []
         for p in prepared:
-            res: Resources = p["resources"]
+            res: Resources = p.resources
             for kind, asked in (("CPU", res.cpu), ("GPU", res.gpu)):
                 have = float(total.get(kind, 0.0))
                 if asked <= have:
                     continue
-                rule = (f"experiment {p['experiment_id']!r} asks for more than the Ray cluster's "
+                rule = (f"experiment {p.experiment_id!r} asks for more than the Ray cluster's "
                         f"{have:g} {kind} in all")
                 if fixed:
-                    problems.append(Violation(f"{p['where']}.resources.{kind.lower()}", asked, rule))
+                    problems.append(Violation(f"{p.where}.resources.{kind.lower()}", asked, rule))
                 else:
                     logger.warning("%s; it waits until the autoscaler adds nodes", rule)
         return problems
@@ -302,15 +182,15 @@ class TrainingExecutor:
             k += 1
         return f"{base}-{k}"
 
-    def _launch(self, cycle_id: int, prepared: list[dict[str, Any]]) -> None:
-        from arc_ray._tune_jobs import JobState
+    def _launch(self, cycle_id: int, prepared: list[PreparedTrial]) -> None:
+        from arc_ray.executor._tune_jobs import JobState
 
         name = self._next_run_name(cycle_id)
         token = uuid.uuid4().hex
         uri = join_storage(self.study.tune_dir, name)
-        jobs = {p["experiment_id"]: JobState(experiment_id=p["experiment_id"], cycle_id=cycle_id,
-                                             config=p["config"], resources=p["resources"],
-                                             meta=p["meta"], run_name=name)
+        jobs = {p.experiment_id: JobState(experiment_id=p.experiment_id, cycle_id=cycle_id,
+                                          config=p.config, resources=p.resources, meta=p.meta,
+                                          run_name=name)
                 for p in prepared}
         run = self._new_run(token, cycle_id, name, uri, jobs)
         run.store.write_json(_MANIFEST, {
@@ -324,7 +204,7 @@ class TrainingExecutor:
 
     def _new_run(self, token: str, cycle_id: int, name: str, uri: str,
                  jobs: dict[str, JobState]) -> TuneRun:
-        from arc_ray._tune_monitor import TuneRun, register_run
+        from arc_ray.executor._tune_monitor import TuneRun, register_run
 
         run = TuneRun(token, cycle_id, name, uri, jobs, self._cond, metric=self.study.metric,
                       mode=self.study.mode, timeout_s=self.study.trial_timeout_s)
@@ -338,7 +218,7 @@ class TrainingExecutor:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
 
-        from arc_ray._tune_monitor import ArcCallback, ArcScheduler, NoCSVLogger, NoTBXLogger
+        from arc_ray.executor._tune_monitor import ArcCallback, ArcScheduler, NoCSVLogger, NoTBXLogger
 
         inner = None
         if self.study.scheduler is not None:
@@ -399,7 +279,7 @@ class TrainingExecutor:
             every job of the cycle this executor now holds (``[]`` when the cycle has
             nothing on disk and nothing was submitted).
         """
-        cycle_id = _check_cycle_id(cycle_id)
+        cycle_id = check_cycle_id(cycle_id)
         with self._submit_lock:
             self._attach_cycle(cycle_id)
             with self._cond:
@@ -417,7 +297,7 @@ class TrainingExecutor:
     def _attach_run(self, cycle_id: int, name: str) -> None:
         from ray import tune
 
-        from arc_ray._tune_jobs import JobState, RunStore
+        from arc_ray.executor._tune_jobs import JobState, RunStore
 
         uri = join_storage(self.study.tune_dir, name)
         store = RunStore(uri)
@@ -477,46 +357,31 @@ class TrainingExecutor:
             ids = [e for e, j in self._jobs.items() if cycle_id is None or j.cycle_id == cycle_id]
             return [self._snapshot(e) for e in ids]
 
-    def wait_for_completion(self, experiment_ids: Iterable[str], timeout: float | None = None, *,
-                            cancel_on_timeout: bool = True) -> dict[str, JobStatus]:
-        """Block until every experiment is finished, or ``timeout`` seconds pass.
-
-        Args:
-            experiment_ids: the experiments to wait for.
-            timeout: seconds; ``None`` waits as long as it takes.
-            cancel_on_timeout: at the timeout, cancel what is still queued or running
-                (it ends CANCELLED); with ``False`` just return the statuses (polling).
-
-        Returns:
-            each experiment's status when the call returns.
-        """
-        ids = list(experiment_ids)
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    def poll(self, experiment_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """Each experiment's status now (see :meth:`Executor.poll`); never blocks on Tune."""
         with self._cond:
-            jobs = [self._get(e) for e in ids]
-            while not all(j.status.is_terminal() for j in jobs):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(timeout=1.0 if left is None else min(left, 1.0))
-            open_ids = [j.experiment_id for j in jobs if not j.status.is_terminal()]
-        if open_ids and cancel_on_timeout:
-            logger.warning("timeout after %.0f s: cancelling %d trials", timeout or 0, len(open_ids))
-            self.cancel(open_ids, reason=f"not finished within the {timeout:g} s wait")
-        with self._cond:
-            return {e: self._jobs[e].status for e in ids}
+            return {eid: self._get(eid).status for eid in experiment_ids}
 
-    def cancel(self, experiment_ids: Iterable[str], reason: str = "cancelled") -> None:
+    def cancel(self, experiment_ids: Iterable[str], reason: str = "cancelled") -> list[str]:
         """Cancel experiments that have not finished: they end CANCELLED at once.
 
         A queued trial is then removed from Tune and a running one has its worker
         killed at Tune's next step; finished experiments are left as they are.
+
+        Returns:
+            the ids cancelled (those not finished yet), in the order given.
+
+        Raises:
+            TrainingExecutionError: an id was never submitted to this executor.
         """
+        done = []
         with self._cond:
             for eid in experiment_ids:
                 job = self._get(eid)
                 if not job.status.is_terminal():
                     self._runs[job.run_name].cancel(job, reason)
+                    done.append(eid)
+        return done
 
     def collect_results(self, experiment_id: str) -> TrialResult:
         """The experiment's :class:`TrialResult`: final once it finished, as it stands before."""
@@ -528,7 +393,7 @@ class TrainingExecutor:
 
         Nothing already finished is lost: its result stays on disk for :meth:`resume`.
         """
-        from arc_ray._tune_monitor import unregister_run
+        from arc_ray.executor._tune_monitor import unregister_run
 
         self._closed = True
         with self._cond:
@@ -553,7 +418,7 @@ class TrainingExecutor:
         Returns:
             how many checkpoint folders were deleted.
         """
-        cycle_id = _check_cycle_id(cycle_id)
+        cycle_id = check_cycle_id(cycle_id)
         if keep < 1:
             raise ConfigValidationError([Violation("keep", keep, "must be >= 1")])
         with self._cond:
@@ -596,18 +461,6 @@ class TrainingExecutor:
             return Job(experiment_id=j.experiment_id, cycle_id=j.cycle_id, config=dict(j.config),
                        resources=j.resources, status=j.status, tune_experiment=j.run_name)
 
-    def __enter__(self) -> "TrainingExecutor":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown()
-
-
-def _check_cycle_id(cycle_id: Any) -> int:
-    if isinstance(cycle_id, bool) or not isinstance(cycle_id, int) or cycle_id < 0:
-        raise ConfigValidationError([Violation("cycle_id", cycle_id, "must be an int >= 0")])
-    return cycle_id
-
 
 def _cluster_started_here() -> bool:
     """Whether this driver started its Ray itself (a local instance no autoscaler grows)."""
@@ -636,4 +489,4 @@ def _cycle_run_names(tune_dir: str, cycle_id: int) -> list[str]:
     return [n for _, n in sorted(found)]
 
 
-__all__ = ["Job", "TrainingExecutor"]
+__all__ = ["TrainingExecutor"]
