@@ -92,6 +92,7 @@ def seed_history(study, n_trials: int, per_cycle: int = 10, seed: int = 0) -> No
 
 def executor_alone(study, decisions, cycle_id: int) -> float:
     """Wall time for a fresh executor to run the same approved decisions (fresh ids)."""
+    from _poll import wait_for
     from arc_ray.executor import TrainingExecutor
 
     items = []
@@ -103,7 +104,7 @@ def executor_alone(study, decisions, cycle_id: int) -> float:
     t0 = time.perf_counter()
     ex.submit_batch(items, cycle_id)
     ids = [d.experiment_id for d in items]
-    ex.wait_for_completion(ids, timeout=600)
+    wait_for(ex, ids, timeout=600)
     results = [ex.collect_results(i) for i in ids]
     elapsed = time.perf_counter() - t0
     ex.shutdown()

@@ -44,10 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from arc_ray.agents import Collective, build_agents  # noqa: E402
 from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError  # noqa: E402
+from arc_ray.executor import InProcessExecutor  # noqa: E402
 from arc_ray.historian import Historian  # noqa: E402
-from arc_ray.inprocess import InProcessExecutor  # noqa: E402
 from arc_ray.records import ErrorClass, JobStatus, TrialResult  # noqa: E402
 from arc_ray.study import StudyConfig, flatten_config, unflatten_config  # noqa: E402
+
+from _poll import wait_for  # noqa: E402
 
 HISTORY = 1000
 _MODEL = {"efficientnet_b0": 0.0, "efficientnet_b3": 0.02, "efficientnet_b5": 0.03, "resnet50": 0.01,
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             phases[variant].append({"summary": t_summary, **decided.timings})
             approved = decided.approved
             executor.submit_batch(approved, cycle)
-            executor.wait_for_completion([d.experiment_id for d in approved], timeout=60)
+            wait_for(executor, [d.experiment_id for d in approved], timeout=60)
             historian.integrate_experiment_results([executor.collect_results(d.experiment_id) for d in approved], cycle)
             print(f"cycle {cycle} ({variant}): {times[variant][-1]:.3f} s, {decided.strategy.mode.value}, "
                   f"{len(decided.proposals)} proposals → {len(approved)} approved; "

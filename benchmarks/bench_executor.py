@@ -3,7 +3,7 @@
 Both run the same no-op trainable (one ``tune.report`` per trial) on one local Ray
 (``num_cpus=2``), 1 CPU per trial, alternating which goes first in each repetition,
 after one untimed warm-up of each. The executor's time runs from ``submit_batch`` to
-the end of ``wait_for_completion`` (config checks, manifest, result files included);
+the last poll that finds every trial finished (config checks, manifest, result files included);
 plain Tune's from building the ``Tuner`` to the end of ``fit()`` with default settings.
 A third variant, the executor with ``reuse_actors=False``, shows what the executor's
 own bookkeeping costs when it starts a worker per trial just as plain Tune does.
@@ -29,6 +29,8 @@ from arc_ray.executor import TrainingExecutor
 from arc_ray.records import Decision, DecisionOutcome
 from arc_ray.study import StudyConfig
 
+from _poll import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ def run_executor(study: StudyConfig, n: int, cycle: int, reuse: bool) -> float:
     ex = TrainingExecutor(study, trainable=noop, reuse_actors=reuse)
     t0 = time.perf_counter()
     jobs = ex.submit_batch(items, cycle_id=cycle)
-    statuses = ex.wait_for_completion([j.experiment_id for j in jobs], timeout=600)
+    statuses = wait_for(ex, [j.experiment_id for j in jobs], timeout=600)
     elapsed = time.perf_counter() - t0
     ex.shutdown()
     assert set(s.value for s in statuses.values()) == {"COMPLETED"}, statuses

@@ -41,10 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from arc_ray.agents import Collective  # noqa: E402
 from arc_ray.agents.bayesian import distributions_for  # noqa: E402
 from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError  # noqa: E402
+from arc_ray.executor import InProcessExecutor  # noqa: E402
 from arc_ray.historian import Historian  # noqa: E402
-from arc_ray.inprocess import InProcessExecutor  # noqa: E402
 from arc_ray.records import CycleReport, JobStatus  # noqa: E402
 from arc_ray.study import StudyConfig, flatten_config, unflatten_config  # noqa: E402
+
+from _poll import wait_for  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EVALS, BATCH = 40, 4
@@ -192,7 +194,7 @@ def run_arc(problem: Problem, seed: int, root: str) -> tuple[float, float, int]:
             if run:
                 executor.submit_batch(run, cycle)
                 ids = [d.experiment_id for d in run]
-                executor.wait_for_completion(ids, timeout=60)
+                wait_for(executor, ids, timeout=60)
                 results = [executor.collect_results(i) for i in ids]
                 historian.integrate_experiment_results(results, cycle)
                 for r in results:

@@ -16,11 +16,13 @@ from arc_ray.agents import (
     build_roster,
 )
 from arc_ray.errors import ConfigValidationError
+from arc_ray.executor import InProcessExecutor
 from arc_ray.historian import Historian
-from arc_ray.inprocess import InProcessExecutor
 from arc_ray.records import DecisionOutcome, Strategy, StrategyMode
 from arc_ray.study import flatten_config
 from trainables.toy import objective as toy_objective
+
+from _executors import wait_for
 
 
 class FixedDirector(Director):
@@ -197,7 +199,7 @@ def test_in_process_loop_improves_and_never_repeats(toy_study):
             assert ids and not seen & set(ids)
             seen |= set(ids)
             ex.submit_batch(cd.approved, cycle)
-            ex.wait_for_completion(ids, timeout=30)
+            wait_for(ex, ids, timeout=30)
             h.integrate_experiment_results([ex.collect_results(i) for i in ids], cycle)
             h.log_decisions(cd.decisions)
             bests.append(h.summary().best_value)

@@ -149,7 +149,7 @@ def test_ray_up_over_ssh_runs_one_cycle_then_ray_down(tmp_path):
     config["cluster_name"] = f"arc-local-test-{os.getpid()}"
     config["auth"]["ssh_user"] = getpass.getuser()
     if _listening(22):  # a system sshd: ours takes another port, reached through a proxy command
-        from arc_ray.cluster import free_port
+        from _ray_nodes import free_port
 
         port = free_port()
         env["ARC_SSHD_PORT"] = str(port)

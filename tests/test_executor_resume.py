@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 DRIVER = r"""
-import json, logging, sys
+import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 logging.getLogger("arc_ray").setLevel(logging.DEBUG)
 import ray
@@ -43,7 +43,9 @@ else:
     jobs = ex.resume(1)
 print("SUBMITTED", flush=True)
 ids = [j.experiment_id for j in jobs]
-ex.wait_for_completion(ids, timeout=150)
+deadline = time.monotonic() + 150
+while not all(s.is_terminal() for s in ex.poll(ids).values()) and time.monotonic() < deadline:
+    ex.wait_for_change(1.0)
 results = {i: ex.collect_results(i).model_dump(mode="json") for i in ids}
 print("RESULTS " + json.dumps(results), flush=True)
 ex.shutdown()

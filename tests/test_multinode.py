@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arc_ray.cluster import start_node
+from _ray_nodes import start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 ARC = str(Path(sys.executable).with_name("arc"))

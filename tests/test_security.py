@@ -1,6 +1,6 @@
 """Security defaults: token authentication on, dashboard on 127.0.0.1, clear connection errors.
 
-A head node with its dashboard runs as its own process group (``arc_ray.cluster.start_node``)
+A head node with its dashboard runs as its own process group (``_ray_nodes.start_node``)
 on free ports and its own temp dir, so it never meets the session's in-process Ray.
 Connections are made from subprocesses: a process holds one Ray connection, and Ray
 caches the token it read.
@@ -28,11 +28,11 @@ from arc_ray.cluster import (
     check_cluster,
     check_dashboard,
     ensure_token,
-    free_port,
-    start_node,
     token_path,
 )
 from arc_ray.errors import ClusterConnectionError
+
+from _ray_nodes import free_port, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 
