@@ -341,11 +341,6 @@ class TrainingExecutor(Executor):
 
     # ---------------------------------------------------------------- state
 
-    def status(self, experiment_id: str) -> JobStatus:
-        """The current status of an experiment."""
-        with self._cond:
-            return self._get(experiment_id).status
-
     def status_history(self, experiment_id: str) -> list[tuple[JobStatus, float]]:
         """Every status the experiment went through, with the unix time it got there."""
         with self._cond:
