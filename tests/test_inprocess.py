@@ -129,5 +129,5 @@ def test_the_study_trainable_is_used_and_checked(toy_study):
     r = ex.collect_results("t")
     assert r.metric("score") == pytest.approx(toy_objective(r.config)["score"])
     ex.shutdown()
-    with pytest.raises(ConfigValidationError, match="not callable"):
+    with pytest.raises(ConfigValidationError, match="not a function"):
         InProcessExecutor(toy_study.model_copy(update={"trainable": "trainables.toy:_MODEL_BONUS"}))
