@@ -17,10 +17,12 @@ def wait_for(executor: Executor, experiment_ids: Iterable[str], timeout: float) 
     """Poll until every experiment is terminal; raise ``TimeoutError`` after ``timeout`` seconds."""
     ids = list(experiment_ids)
     deadline = time.monotonic() + timeout
-    while not all(s.is_terminal() for s in (statuses := executor.poll(ids)).values()):
+    while True:
+        statuses = executor.poll(ids)
+        open_ids = [i for i, s in statuses.items() if not s.is_terminal()]
+        if not open_ids:
+            return statuses
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"{sum(not s.is_terminal() for s in statuses.values())} trials "
-                               f"not finished after {timeout:g} s")
+            raise TimeoutError(f"{len(open_ids)} trials not finished after {timeout:g} s")
         executor.wait_for_change(min(left, 1.0))
-    return statuses
