@@ -163,8 +163,16 @@ class Orchestrator:
     def _actor(self, name: str, cls: type, args: tuple, kwargs: dict, fresh: bool = False) -> Any:
         import ray
 
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the driver's node: the historian writes a local storage path there (a worker
+        # node's disk would be the wrong one), and a worker node's death (a reclaimed spot
+        # instance) must not take the study's state with it. A restarted actor serves
+        # calls again (max_task_retries): every actor call of the loop is idempotent.
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
         remote = ray.remote(cls).options(name=name, namespace=self.namespace, get_if_exists=not fresh,
-                                         num_cpus=0, max_restarts=2)
+                                         num_cpus=0, max_restarts=2, max_task_retries=2,
+                                         scheduling_strategy=here)
         deadline = time.monotonic() + 30
         while True:
             try:
