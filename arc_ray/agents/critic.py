@@ -10,7 +10,8 @@ from scipy.stats import rankdata
 
 from arc_ray.agents.base import Agent, AgentContext, risk_cap, world_model_for
 from arc_ray.records import Prediction, Proposal, Vote
-from arc_ray.study import StudyConfig, flatten_config
+from arc_ray.space import flatten_config
+from arc_ray.study import StudyConfig
 
 if TYPE_CHECKING:
     from arc_ray.world_model import WorldModel
