@@ -9,7 +9,8 @@ import pytest
 
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Constraint, JobStatus
-from arc_ray.study import ParamSpec, SearchSpace, StudyConfig, flatten_config, unflatten_config
+from arc_ray.space import ParamSpec, SearchSpace, flatten_config, unflatten_config
+from arc_ray.study import StudyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

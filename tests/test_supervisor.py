@@ -10,7 +10,7 @@ from test_agents import context, make_results, mixed_study  # noqa: F401  (fixtu
 from arc_ray.agents import Supervisor
 from arc_ray.agents.voting import Ballot
 from arc_ray.records import Constraint, DecisionOutcome, Prediction, Proposal, Resources, Vote
-from arc_ray.study import flatten_config, unflatten_config
+from arc_ray.space import flatten_config, unflatten_config
 
 
 def _ballots(*proposals: Proposal) -> list[Ballot]:
