@@ -1,10 +1,11 @@
 """The trials table as the agents read it: searched parameters in the unit cube.
 
-Every agent plans from the historian's trials table (``config.<dotted>`` columns, a
-``config_json`` fallback, ``metric.<name>``, ``status``, ...). :class:`HistoryView`
-reads it once per cycle into numpy arrays: the configs as points of the unit cube
-(the space samplers, the world model and the duplicate checks share), the metric, and
-which rows completed or failed. Distances are root-mean-square over the searched
+Every agent plans from the historian's trials table, decoded by
+:func:`arc_ray.historian.schema.decode_trials` (the reader the world model uses too).
+:class:`HistoryView` holds it once per cycle as numpy arrays: the configs as points of
+the search space's unit cube (:func:`arc_ray.space.unit_array`, the encoding samplers,
+the world model and the duplicate checks share), the metric, and which rows completed
+or failed. Distances are root-mean-square over the searched
 dimensions, so they lie in [0, 1] whatever the number of parameters.
 """
 

@@ -87,16 +87,17 @@ class BayesianProposer(Proposer):
         names = self.searched(ctx)
         ids = set(view.ids)
         if self._optuna is None or names != self._names or not self._seen <= ids:
-            direction = "maximize" if self.study.sign > 0 else "minimize"
-            self._optuna = optuna.create_study(direction=direction)
+            # told sign × metric, so the study maximises whatever the metric's direction
+            self._optuna = optuna.create_study(direction="maximize")
             self._names, self._seen = names, set()
         dists = distributions_for(self.study.search_space, names)
+        signed = view.signed_values()
         new = []
         for i, eid in enumerate(view.ids):
             if eid in self._seen:
                 continue
             if view.completed[i]:
-                state, value = TrialState.COMPLETE, float(view.values[i])
+                state, value = TrialState.COMPLETE, float(signed[i])
             elif view.failed[i]:
                 state, value = TrialState.FAIL, None
             else:  # cancelled, or completed without the metric: carries no evidence
