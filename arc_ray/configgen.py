@@ -102,7 +102,7 @@ class ExperimentConfigGenerator:
                    if k not in self.space]
         merged = dict(self._baseline_flat)
         merged.update(flat_changes)
-        return unflatten_config(self._validate_flat(merged, extra=unknown))
+        return self._validate_flat(merged, extra=unknown)
 
     def generate_config(
         self,
@@ -181,10 +181,13 @@ class ExperimentConfigGenerator:
         return f"unknown parameter; searchable parameters are: {', '.join(self.space.names)}"
 
     def _validate_flat(self, flat: dict[str, Any], extra: list[Violation]) -> dict[str, Any]:
+        """Check a merged flat config; returns it coerced and nested (built once, for the
+        trainable's ``Config`` and the caller alike)."""
         coerced, space_violations = self.space.validate_flat(flat)
+        nested = unflatten_config(coerced)
         violations = [*extra, *space_violations]
         if not violations:
-            violations += self._model_violations(coerced)
+            violations += self._model_violations(nested)
         if not violations:
             for c in self.constraints:
                 if c.forbids(coerced):
@@ -194,14 +197,14 @@ class ExperimentConfigGenerator:
                         field, value, f"inside {c.source} constraint {c.id!r} ({c.describe()}): {c.reason}"))
         if violations:
             raise ConfigValidationError(violations)
-        return coerced
+        return nested
 
-    def _model_violations(self, flat: dict[str, Any]) -> list[Violation]:
+    def _model_violations(self, nested: dict[str, Any]) -> list[Violation]:
         model = self._get_config_model()
         if model is None:
             return []
         try:
-            model.model_validate(unflatten_config(flat))
+            model.model_validate(nested)
         except ValidationError as exc:
             return [Violation(".".join(map(str, e["loc"])) or "config", e.get("input"),
                               f"{model.__name__}: {e['msg']}") for e in exc.errors()]

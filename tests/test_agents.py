@@ -28,6 +28,7 @@ from arc_ray.agents import (
     agent_classes,
     build_agents,
     proposer_class,
+    proposer_names,
     register_proposer,
 )
 from arc_ray.agents._history import HistoryView, nearest_distance
@@ -503,3 +504,18 @@ def test_explorer_by_world_model_uncertainty(toy_study):
     props = ExplorerProposer(study).propose(ctx)
     assert len(props) == 3 and all("world-model std" in p.rationale for p in props)
     assert_valid_proposals(study, props)
+
+
+def test_the_registry_imports_no_concrete_agent_and_the_director_not_the_registry():
+    import ast
+    import inspect
+
+    from arc_ray.agents import director, registry
+
+    def imported(module):
+        tree = ast.parse(inspect.getsource(module))
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert {m for m in imported(registry) if m.startswith("arc_ray.agents")} == {"arc_ray.agents.base"}
+    assert "arc_ray.agents.registry" not in imported(director)
+    assert set(proposer_names()) >= {"bayesian", "explorer", "architect", "recovery"}  # registered themselves
