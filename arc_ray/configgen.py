@@ -66,6 +66,11 @@ class ExperimentConfigGenerator:
         self._config_model: type[BaseModel] | None | bool = False  # False = not looked up yet
         self._baseline_flat = flatten_config(study.baseline)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The trainable's Config is looked up again where it is needed: unpickling the
+        # class would import the trainable (torch, timm) in agents that never validate.
+        return {**self.__dict__, "_config_model": False}
+
     # ------------------------------------------------------------ constraints
 
     @property
