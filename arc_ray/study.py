@@ -13,6 +13,7 @@ The search space itself (parameters, nested ⇄ dotted configs, the unit cube) l
 from __future__ import annotations
 
 import importlib
+import math
 import logging
 import os
 import sys
