@@ -180,7 +180,7 @@ class ParamSpec(BaseModel):
 
     def to_unit(self, value: Any) -> float:
         """Map a valid value to [0, 1] (see :func:`unit_array`)."""
-        return float(unit_array(self, [value])[0])
+        return _unit(self, value, "clip")
 
     def from_unit(self, u: float) -> Any:
         """Inverse of :meth:`to_unit` (categorical/bool/int round to the nearest value)."""
@@ -219,48 +219,41 @@ def unit_array(spec: ParamSpec, values: Sequence[Any],
         One float per value; NaN where a value is missing (None, NaN) or cannot be
         encoded (wrong type, unknown choice, not positive on a log scale).
     """
-    out = np.full(len(values), np.nan)
-    if spec.type == "categorical":
+    return np.array([_unit(spec, v, beyond) for v in values], dtype=float)
+
+
+def _unit(spec: ParamSpec, value: Any, beyond: str) -> float:
+    # Plain Python per value: the callers encode one config or one history column at a
+    # time, where numpy's per-call overhead would cost more than the arithmetic.
+    if value is None:
+        return math.nan
+    if spec.type in ("categorical", "bool"):
+        good, problem = spec.check(value)
+        if problem:
+            return math.nan
+        if spec.type == "bool":
+            return 1.0 if good else 0.0
         ordered = spec.ordered_choices
-        top = max(len(ordered) - 1, 1)
-        for i, v in enumerate(values):
-            if v is None:
-                continue
-            good, problem = spec.check(v)
-            if not problem:
-                out[i] = ordered.index(good) / top
-        return out
-    if spec.type == "bool":
-        for i, v in enumerate(values):
-            if v is not None:
-                good, problem = spec.check(v)
-                if not problem:
-                    out[i] = 1.0 if good else 0.0
-        return out
-    x = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        if _is_number(v) or isinstance(v, np.number):
-            x[i] = float(v)
-        elif isinstance(v, str):
-            parsed, problem = _parse_number_string(v, "float")
-            if not problem:
-                x[i] = parsed
-    if spec.type == "int":
-        x[np.isfinite(x) & (x != np.round(x))] = np.nan  # not a whole number: not an int
+        return ordered.index(good) / max(len(ordered) - 1, 1)
+    if isinstance(value, str):
+        value, problem = _parse_number_string(value, "float")
+        if problem:
+            return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return math.nan
+    x = float(value)
+    if not math.isfinite(x) or (spec.type == "int" and x != round(x)):
+        return math.nan
     lo, hi = float(spec.low), float(spec.high)  # type: ignore[arg-type]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if spec.log:
-            x[~(x > 0)] = np.nan
-            u = (np.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)) if hi > lo else np.where(x > 0, 0.0, np.nan)
-        else:
-            u = (x - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(x), 0.0, np.nan)
-    u[~np.isfinite(u)] = np.nan
-    if beyond == "clip":
-        u = np.clip(u, 0.0, 1.0)
-    elif beyond == "nan":
-        u[(u < 0.0) | (u > 1.0)] = np.nan
-    out[:] = u
-    return out
+    if spec.log:
+        if x <= 0:
+            return math.nan
+        u = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)) if hi > lo else 0.0
+    else:
+        u = (x - lo) / (hi - lo) if hi > lo else 0.0
+    if 0.0 <= u <= 1.0 or beyond == "extend":
+        return u
+    return min(max(u, 0.0), 1.0) if beyond == "clip" else math.nan
 
 
 class SearchSpace(BaseModel):

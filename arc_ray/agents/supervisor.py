@@ -201,7 +201,7 @@ class Supervisor:
         return next((n for n in self.study.search_space.names
                      if n.rpartition(".")[2] in BATCH_LEAVES and n not in self.study.proposers.exclude), None)
 
-    def _smaller_batch_until_valid(self, changes: dict[str, Any], gen: ExperimentConfigGenerator,
+    def _smaller_batch_until_valid(self, changes: dict[str, Any], gen: ExperimentConfigGenerator
                                    ) -> tuple[dict[str, Any], dict[str, Any], str] | None:
         """The changes with the largest smaller batch size that validates, or None.
 

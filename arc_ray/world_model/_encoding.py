@@ -121,13 +121,8 @@ class SpaceEncoder:
             The row, and the values that cannot be encoded at all (wrong type, unknown
             choice, a non-positive number on a log scale); those columns stay NaN.
         """
-        X, _ = self.encode_columns({name: [flat.get(name)] for name in self.space.names}, 1)
-        problems = []
-        for name, spec, start, width in self._layout:
-            value = flat.get(name)
-            if value is not None and value == value and np.isnan(X[0, start:start + width]).all():
-                problems.append(Violation(name, value, _why_not(spec, value)))
-        return X[0], problems
+        X, problems = self._encode_flats([flat])
+        return X[0], [p for _, p in problems]
 
     def encode(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Encode candidate configs (nested or flat dotted) strictly.
@@ -139,18 +134,32 @@ class SpaceEncoder:
         if isinstance(configs, Mapping):
             raise ConfigValidationError([Violation("configs", type(configs).__name__,
                                                    "expected a list of configs, got a single mapping")])
-        rows = np.full((len(configs), self.n_features), np.nan)
-        violations: list[Violation] = []
+        found: list[tuple[int, Violation]] = []
+        flats: list[Mapping[str, Any]] = []
         for i, config in enumerate(configs):
-            if not isinstance(config, Mapping):
-                violations.append(Violation(f"configs[{i}]", type(config).__name__,
-                                            "expected a config mapping"))
-                continue
-            rows[i], problems = self.encode_one(flatten_config(config))
-            violations += [Violation(f"configs[{i}].{p.field}", p.value, p.rule) for p in problems]
-        if violations:
-            raise ConfigValidationError(violations, source="world model")
-        return rows
+            if isinstance(config, Mapping):
+                flats.append(flatten_config(config))
+            else:
+                found.append((i, Violation(f"configs[{i}]", type(config).__name__, "expected a config mapping")))
+                flats.append({})
+        X, problems = self._encode_flats(flats)
+        found += [(i, Violation(f"configs[{i}].{p.field}", p.value, p.rule)) for i, p in problems]
+        if found:
+            found.sort(key=lambda t: t[0])  # stable: a row's parameters stay in space order
+            raise ConfigValidationError([v for _, v in found], source="world model")
+        return X
+
+    def _encode_flats(self, flats: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[tuple[int, Violation]]]:
+        """Encode flat configs column by column; the values that cannot be encoded, by row."""
+        columns = {name: [f.get(name) for f in flats] for name in self.space.names}
+        X, bad = self.encode_columns(columns, len(flats))
+        problems = []
+        for i in np.flatnonzero(bad):
+            for name, spec, start, width in self._layout:
+                value = columns[name][i]
+                if value is not None and value == value and np.isnan(X[i, start:start + width]).all():
+                    problems.append((int(i), Violation(name, value, _why_not(spec, value))))
+        return X, problems
 
 
 def _why_not(spec: ParamSpec, value: Any) -> str:
