@@ -287,6 +287,8 @@ __all__ = [
 
 # ------------------------------------------------------------------ reading trials back
 
+ENDED_AT = "ended_at"  # trials: unix seconds; orders rows by recency
+
 
 @dataclass
 class DecodedTrials:
@@ -337,10 +339,10 @@ def decode_trials(table: pa.Table, names: Sequence[str], metric: str,
         out[~np.isfinite(out)] = np.nan
         return out
 
-    ids = [str(x) for x in table.column("experiment_id").to_pylist()] if "experiment_id" in cols \
+    ids = [str(x) for x in table.column(EXPERIMENT_ID).to_pylist()] if EXPERIMENT_ID in cols \
         else [f"row{i}" for i in range(n)]
-    if "status" in cols:
-        status = np.array([str(s).upper() if s is not None else "" for s in table.column("status").to_pylist()],
+    if STATUS in cols:
+        status = np.array([str(s).upper() if s is not None else "" for s in table.column(STATUS).to_pylist()],
                           dtype=object)
     elif n and default_status is None:
         raise HistoryError("the trials table has no 'status' column; columns: "
@@ -354,8 +356,8 @@ def decode_trials(table: pa.Table, names: Sequence[str], metric: str,
         config[name] = [None if v != v else v for v in table.column(col).to_pylist()] if col in cols \
             else [None] * n
     gaps = [i for i in range(n) if any(config[name][i] is None for name in names)]
-    if gaps and "config_json" in cols:
-        texts = table.column("config_json").to_pylist()
+    if gaps and CONFIG_JSON in cols:
+        texts = table.column(CONFIG_JSON).to_pylist()
         for i in gaps:
             if not texts[i]:
                 continue
@@ -363,10 +365,10 @@ def decode_trials(table: pa.Table, names: Sequence[str], metric: str,
             for name in names:
                 if config[name][i] is None:
                     config[name][i] = flat.get(name)
-    error_class = [x if x is None else str(x) for x in table.column("error_class").to_pylist()] \
-        if "error_class" in cols else [None] * n
+    error_class = [x if x is None else str(x) for x in table.column(ERROR_CLASS).to_pylist()] \
+        if ERROR_CLASS in cols else [None] * n
     order = np.arange(n, dtype=float)
-    for col in ("ended_at", "cycle_id"):
+    for col in (ENDED_AT, CYCLE_ID):
         key = floats(col)
         if np.isfinite(key).any():
             # Row position breaks ties (and orders rows with no timestamp first).
@@ -374,7 +376,7 @@ def decode_trials(table: pa.Table, names: Sequence[str], metric: str,
             order = np.lexsort((np.arange(n), key)).argsort().astype(float)
             break
     return DecodedTrials(ids=ids, status=status, values=floats(METRIC_PREFIX + metric), config=config,
-                         error_class=error_class, duration_s=floats("duration_s"), order=order)
+                         error_class=error_class, duration_s=floats(DURATION_S), order=order)
 
 
 def _parse_config_json(text: Any, row: int) -> dict[str, Any]:
@@ -387,4 +389,4 @@ def _parse_config_json(text: Any, row: int) -> dict[str, Any]:
     return flatten_config(data)
 
 
-__all__ += ["DecodedTrials", "decode_trials"]
+__all__ += ["ENDED_AT", "DecodedTrials", "decode_trials"]

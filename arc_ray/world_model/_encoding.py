@@ -28,7 +28,17 @@ import numpy as np
 import pyarrow as pa
 
 from arc_ray.errors import ConfigValidationError, HistoryError, Violation
-from arc_ray.historian.schema import CONFIG_PREFIX, METRIC_PREFIX, decode_trials
+from arc_ray.historian.schema import (
+    CONFIG_JSON,
+    CONFIG_PREFIX,
+    CYCLE_ID,
+    ENDED_AT,
+    ERROR_CLASS,
+    EXPERIMENT_ID,
+    METRIC_PREFIX,
+    STATUS,
+    decode_trials,
+)
 from arc_ray.space import flatten_config, unit_array
 
 if TYPE_CHECKING:
@@ -241,19 +251,19 @@ def trials_table_from_records(records: Sequence[Mapping[str, Any]]) -> pa.Table:
     config_keys = sorted({k for f in flats for k in f})
     metric_keys = sorted({k for r in records for k in r.get("metrics", {})})
     columns: dict[str, Any] = {
-        "experiment_id": pa.array([str(r.get("experiment_id", f"exp-{i:05d}"))
+        EXPERIMENT_ID: pa.array([str(r.get("experiment_id", f"exp-{i:05d}"))
                                    for i, r in enumerate(records)]),
-        "cycle_id": pa.array([int(r.get("cycle_id", i)) for i, r in enumerate(records)], pa.int64()),
-        "status": pa.array([str(r.get("status", COMPLETED)) for r in records]),
+        CYCLE_ID: pa.array([int(r.get("cycle_id", i)) for i, r in enumerate(records)], pa.int64()),
+        STATUS: pa.array([str(r.get("status", COMPLETED)) for r in records]),
     }
     for key in config_keys:
         columns[CONFIG_PREFIX + key] = pa.array([f.get(key) for f in flats])
-    columns["config_json"] = pa.array([json.dumps(r.get("config", {}), default=str) for r in records])
+    columns[CONFIG_JSON] = pa.array([json.dumps(r.get("config", {}), default=str) for r in records])
     for key in metric_keys:
         values = [r.get("metrics", {}).get(key) for r in records]
         columns[METRIC_PREFIX + key] = pa.array([None if v is None else float(v) for v in values], pa.float64())
-    columns["error_class"] = pa.array([r.get("error_class") for r in records], pa.string())
-    columns["ended_at"] = pa.array([float(r.get("ended_at", i)) for i, r in enumerate(records)], pa.float64())
+    columns[ERROR_CLASS] = pa.array([r.get("error_class") for r in records], pa.string())
+    columns[ENDED_AT] = pa.array([float(r.get("ended_at", i)) for i, r in enumerate(records)], pa.float64())
     return pa.table(columns)
 
 
