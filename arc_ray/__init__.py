@@ -36,7 +36,8 @@ from arc_ray.records import (
     TrialResult,
     Vote,
 )
-from arc_ray.study import ParamSpec, SearchSpace, StudyConfig, flatten_config, unflatten_config
+from arc_ray.space import ParamSpec, SearchSpace, flatten_config, unflatten_config
+from arc_ray.study import StudyConfig
 
 __version__ = "0.1.0"
 

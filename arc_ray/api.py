@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from arc_ray.errors import ConfigValidationError, Violation
-from arc_ray.study import SearchSpace, StudyConfig, unflatten_config
+from arc_ray.space import SearchSpace, unflatten_config
+from arc_ray.study import StudyConfig
 
 if TYPE_CHECKING:
     from arc_ray.orchestrator import CycleEvent, RunReport

@@ -326,7 +326,7 @@ def history_table(study: "StudyConfig", df: Any) -> str:
         PROPOSER,
         STATUS,
     )
-    from arc_ray.study import flatten_config
+    from arc_ray.space import flatten_config
 
     base = flatten_config(study.baseline)
     metric = METRIC_PREFIX + study.metric

@@ -1,13 +1,13 @@
 """Proposal → merged, validated, constrained experiment config, written as YAML + JSON.
 
 Seed-compatible surface: :class:`ExperimentConfigGenerator`, :func:`get_config_generator`,
-``generate_config(experiment_id, proposal, validate=True)``, ``get_baseline_config()``,
-``update_baseline(config)``.
+``generate_config(experiment_id, proposal, validate=True)``, ``get_baseline_config()``.
 
 Validation collects *every* violation before raising, in this order: the experiment id,
 unknown parameters, each parameter against the search space (type, range, choices,
-NaN/inf), train/val split consistency, the trainable's own pydantic ``Config``, and the
-study's constraints (declared and learned). Nothing is written unless all pass.
+NaN/inf), the trainable's own pydantic ``Config`` (where a trainable's cross-field rules
+live, e.g. the flagship's ``train_split + val_split == 1``), and the study's constraints
+(declared and learned). Nothing is written unless all pass.
 Files land atomically: ``<study>/experiments/<id>/`` is assembled under a temporary
 name and renamed into place, so a reader never sees half an experiment.
 """
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -31,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from arc_ray._io import atomic_write_text
 from arc_ray.errors import ConfigValidationError, Violation
 from arc_ray.records import Constraint, Proposal, experiment_id_problem
-from arc_ray.study import flatten_config, unflatten_config
+from arc_ray.space import flatten_config, unflatten_config
 
 if TYPE_CHECKING:
     from arc_ray.study import StudyConfig
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-SPLIT_TOLERANCE = 1e-9
 
 
 class ExperimentConfigGenerator:
@@ -52,8 +48,9 @@ class ExperimentConfigGenerator:
             replace them later with :meth:`set_constraints`.
         output_dir: where ``<id>/config.yaml`` go; default ``study.experiments_dir``.
 
-    Thread safety: ``generate_config`` may be called from several threads; baseline
-    updates are serialised by a lock.
+    Thread safety: ``generate_config`` may be called from several threads (it holds no
+    mutable state but the learned constraints). A generator pickles, so an agent
+    context carries one to the agents' actors.
     """
 
     def __init__(
@@ -65,12 +62,14 @@ class ExperimentConfigGenerator:
         self.study = study
         self.space = study.search_space
         self.output_dir = Path(output_dir or study.experiments_dir)
-        self.baseline_dir = Path(study.study_dir) / "baseline"
         self._learned: list[Constraint] = list(constraints or [])
-        self._lock = threading.Lock()
         self._config_model: type[BaseModel] | None | bool = False  # False = not looked up yet
-        self._baseline = self._load_current_baseline()
-        self._baseline_flat = flatten_config(self._baseline)
+        self._baseline_flat = flatten_config(study.baseline)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The trainable's Config is looked up again where it is needed: unpickling the
+        # class would import the trainable (torch, timm) in agents that never validate.
+        return {**self.__dict__, "_config_model": False}
 
     # ------------------------------------------------------------ constraints
 
@@ -86,47 +85,8 @@ class ExperimentConfigGenerator:
     # ---------------------------------------------------------------- baseline
 
     def get_baseline_config(self) -> dict[str, Any]:
-        """The current baseline (the study's, or the last :meth:`update_baseline`), nested."""
+        """The study's baseline, nested (a copy)."""
         return unflatten_config(dict(self._baseline_flat))
-
-    def update_baseline(self, config: Mapping[str, Any], reason: str = "") -> dict[str, Any]:
-        """Validate ``config`` and make it the baseline; the previous one is kept numbered.
-
-        Returns:
-            the new baseline, coerced.
-
-        Raises:
-            ConfigValidationError: ``config`` breaks a rule; the baseline is unchanged.
-        """
-        flat = self._validate_flat(flatten_config(config), check_unknown=False)
-        new = unflatten_config(flat)
-        with self._lock:
-            self.baseline_dir.mkdir(parents=True, exist_ok=True)
-            current = self.baseline_dir / "current.yaml"
-            if current.exists():
-                n = len(list(self.baseline_dir.glob("previous_*.yaml"))) + 1
-                shutil.copy2(current, self.baseline_dir / f"previous_{n:04d}.yaml")
-            doc = {"updated_at": time.time(), "reason": reason, "config": new}
-            atomic_write_text(current, yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
-            self._baseline, self._baseline_flat = new, flat
-        logger.info("baseline updated (%s)", reason or "no reason given")
-        return new
-
-    def previous_baselines(self) -> list[dict[str, Any]]:
-        """Earlier baselines, oldest first."""
-        out = []
-        for p in sorted(self.baseline_dir.glob("previous_*.yaml")):
-            out.append(yaml.load(p.read_text(), Loader=_Loader)["config"])
-        return out
-
-    def _load_current_baseline(self) -> dict[str, Any]:
-        current = self.baseline_dir / "current.yaml"
-        if current.is_file():
-            try:
-                return dict(yaml.load(current.read_text(), Loader=_Loader)["config"])
-            except Exception as exc:  # a damaged file must not stop the study
-                logger.error("ignoring unreadable baseline %s: %s", current, exc)
-        return dict(self.study.baseline)
 
     # -------------------------------------------------------------- generation
 
@@ -147,7 +107,7 @@ class ExperimentConfigGenerator:
                    if k not in self.space]
         merged = dict(self._baseline_flat)
         merged.update(flat_changes)
-        return unflatten_config(self._validate_flat(merged, check_unknown=False, extra=unknown))
+        return self._validate_flat(merged, extra=unknown)
 
     def generate_config(
         self,
@@ -225,22 +185,14 @@ class ExperimentConfigGenerator:
             return f"unknown {group} key {leaf!r}; expected one of: {', '.join(known)}"
         return f"unknown parameter; searchable parameters are: {', '.join(self.space.names)}"
 
-    def _validate_flat(
-        self,
-        flat: dict[str, Any],
-        *,
-        check_unknown: bool,
-        extra: list[Violation] | None = None,
-    ) -> dict[str, Any]:
-        violations = list(extra or [])
-        if check_unknown:
-            violations += [Violation(k, v, self._unknown_rule(k)) for k, v in flat.items()
-                           if k not in self.space and k not in self._baseline_flat]
+    def _validate_flat(self, flat: dict[str, Any], extra: list[Violation]) -> dict[str, Any]:
+        """Check a merged flat config; returns it coerced and nested (built once, for the
+        trainable's ``Config`` and the caller alike)."""
         coerced, space_violations = self.space.validate_flat(flat)
-        violations += space_violations
-        violations += _split_violations(coerced)
+        nested = unflatten_config(coerced)
+        violations = [*extra, *space_violations]
         if not violations:
-            violations += self._model_violations(coerced)
+            violations += self._model_violations(nested)
         if not violations:
             for c in self.constraints:
                 if c.forbids(coerced):
@@ -250,14 +202,14 @@ class ExperimentConfigGenerator:
                         field, value, f"inside {c.source} constraint {c.id!r} ({c.describe()}): {c.reason}"))
         if violations:
             raise ConfigValidationError(violations)
-        return coerced
+        return nested
 
-    def _model_violations(self, flat: dict[str, Any]) -> list[Violation]:
+    def _model_violations(self, nested: dict[str, Any]) -> list[Violation]:
         model = self._get_config_model()
         if model is None:
             return []
         try:
-            model.model_validate(unflatten_config(flat))
+            model.model_validate(nested)
         except ValidationError as exc:
             return [Violation(".".join(map(str, e["loc"])) or "config", e.get("input"),
                               f"{model.__name__}: {e['msg']}") for e in exc.errors()]
@@ -267,18 +219,6 @@ class ExperimentConfigGenerator:
         if self._config_model is False:
             self._config_model = self.study.load_config_model()
         return self._config_model  # type: ignore[return-value]
-
-
-def _split_violations(flat: Mapping[str, Any]) -> list[Violation]:
-    train, val = flat.get("train_split"), flat.get("val_split")
-    if train is None or val is None:
-        return []
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (train, val)):
-        return []
-    if not math.isclose(train + val, 1.0, rel_tol=0, abs_tol=SPLIT_TOLERANCE):
-        return [Violation("train_split + val_split", train + val,
-                          f"must sum to 1.0 (train_split={train}, val_split={val})")]
-    return []
 
 
 _default_generator: ExperimentConfigGenerator | None = None

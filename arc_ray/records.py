@@ -191,11 +191,47 @@ class Decision(_Record):
     rank: int | None = None
     timestamp: float = Field(default_factory=time.time)
 
+    # Named constructors, one per outcome: the proposal's id and forecast are filled in
+    # from it, and what must hold for the outcome (a config to run) is asked for.
+
     @classmethod
-    def rejected(cls, proposal: Proposal, cycle_id: int, decided_by: str, reason: str) -> "Decision":
-        return cls(experiment_id=proposal.experiment_id, cycle_id=cycle_id,
-                   outcome=DecisionOutcome.REJECTED, decided_by=decided_by, reason=reason,
-                   proposal=proposal, prediction=proposal.predicted)
+    def approved(cls, proposal: Proposal, *, cycle_id: int, decided_by: str, reason: str,
+                 config: dict[str, Any], **fields: Any) -> "Decision":
+        """The proposal runs as proposed, with ``config`` (the validated, written config)."""
+        return cls._about(proposal, DecisionOutcome.APPROVED, cycle_id, decided_by, reason,
+                          config=config, **fields)
+
+    @classmethod
+    def repaired(cls, proposal: Proposal, *, cycle_id: int, decided_by: str, reason: str,
+                 config: dict[str, Any], repair: dict[str, Any], **fields: Any) -> "Decision":
+        """The proposal runs with the changes in ``repair`` applied, as ``config``."""
+        return cls._about(proposal, DecisionOutcome.REPAIRED, cycle_id, decided_by, reason,
+                          config=config, repair=repair, **fields)
+
+    @classmethod
+    def vetoed(cls, proposal: Proposal, *, cycle_id: int, decided_by: str, reason: str,
+               **fields: Any) -> "Decision":
+        """The vote approved the proposal and oversight (or a budget) stopped it."""
+        return cls._about(proposal, DecisionOutcome.VETOED, cycle_id, decided_by, reason, **fields)
+
+    @classmethod
+    def rejected(cls, experiment_id: str, *, cycle_id: int, decided_by: str, reason: str,
+                 proposal: Proposal | None = None, **fields: Any) -> "Decision":
+        """The proposal never reached oversight: malformed, invalid, or short of the quorum.
+
+        ``experiment_id`` is separate from the proposal because a proposal with an
+        unusable id (or none at all, when its proposer failed) is recorded under another.
+        """
+        fields.setdefault("prediction", proposal.predicted if proposal is not None else None)
+        return cls(experiment_id=experiment_id, cycle_id=cycle_id, outcome=DecisionOutcome.REJECTED,
+                   decided_by=decided_by, reason=reason, proposal=proposal, **fields)
+
+    @classmethod
+    def _about(cls, proposal: Proposal, outcome: DecisionOutcome, cycle_id: int, decided_by: str,
+               reason: str, **fields: Any) -> "Decision":
+        fields.setdefault("prediction", proposal.predicted)
+        return cls(experiment_id=proposal.experiment_id, cycle_id=cycle_id, outcome=outcome,
+                   decided_by=decided_by, reason=reason, proposal=proposal, **fields)
 
 
 class TrialResult(_Record):

@@ -291,11 +291,10 @@ def parameter_importance(data: ReportData) -> list[tuple[str, float]]:
 
 
 def _unit(spec: Any, value: Any) -> float:
-    try:
-        good, problem = spec.check(value)
-        return float("nan") if problem else spec.to_unit(good)
-    except Exception:  # a value the space no longer accepts: treat as unknown
-        return float("nan")
+    from arc_ray.space import unit_array
+
+    # the search space's one unit-cube encoding; a value it no longer accepts is unknown
+    return float(unit_array(spec, [value], beyond="nan")[0])
 
 
 def plot_parameters(data: ReportData, path: Path, top_k: int = 4) -> Path | None:
@@ -368,7 +367,7 @@ def _fmt(v: Any) -> str:
 
 def _config_changes(data: ReportData, row: "pd.Series") -> str:
     """The searchable parameters where an experiment differs from the baseline."""
-    from arc_ray.study import flatten_config
+    from arc_ray.space import flatten_config
 
     base = flatten_config(data.study.baseline)
     parts = []

@@ -6,17 +6,18 @@ is the single way a study is loaded; relative paths in it resolve against the YA
 file's folder, and every problem is raised as :class:`ConfigValidationError` naming the
 file, the field and (where YAML gives one) the line.
 
-Configs are nested dicts (``{"augmentation": {"flip": True}}``); the search space and
-the history address parameters by dotted names (``augmentation.flip``).
-:func:`flatten_config` and :func:`unflatten_config` convert between the two.
+The search space itself (parameters, nested ⇄ dotted configs, the unit cube) lives in
+:mod:`arc_ray.space`; this module holds the study's settings and their loading.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
@@ -25,254 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from arc_ray.errors import ConfigValidationError, Violation
 from arc_ray.records import Constraint, Resources, experiment_id_problem
+from arc_ray.space import SearchSpace, flatten_config, unflatten_config
+
+logger = logging.getLogger(__name__)
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-# ---------------------------------------------------------------- nested ⇄ dotted
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``. Lists and scalars are leaves."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def unflatten_config(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1}`` → ``{"a": {"b": 1}}``; the inverse of :func:`flatten_config`."""
-    nested: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = nested
-        *parents, leaf = name.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        if isinstance(value, Mapping):
-            value = unflatten_config(flatten_config(value))
-        node[leaf] = value
-    return nested
-
-
-# ------------------------------------------------------------------ search space
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _parse_number_string(value: str, kind: Literal["float", "int"]) -> tuple[Any, str | None]:
-    text = value.strip()
-    try:
-        parsed: float | int = float(text)
-    except ValueError:
-        return None, f"expected a {kind}, got the string {value!r}, which is not a number"
-    if kind == "int":
-        if not math.isfinite(parsed) or parsed != int(parsed):
-            return None, f"expected an int, got the string {value!r}, which is not a whole number"
-        parsed = int(parsed)
-    return parsed, None
-
-
-class ParamSpec(BaseModel):
-    """One searchable parameter.
-
-    ``float`` and ``int`` take ``low``/``high`` (inclusive) and ``log``; ``categorical``
-    takes ``choices``; ``bool`` takes nothing.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # --- what it is
-    type: Literal["float", "int", "categorical", "bool"]
-    # --- numeric bounds (float, int)
-    low: float | None = None
-    high: float | None = None
-    log: bool = False  # sample and model on a log scale; needs low > 0
-    # --- categorical
-    choices: list[Any] | None = None
-    # --- documentation
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ParamSpec":
-        if self.type in ("float", "int"):
-            if self.low is None or self.high is None:
-                raise ValueError(f"a {self.type} parameter needs both low and high")
-            if not (math.isfinite(self.low) and math.isfinite(self.high)):
-                raise ValueError("low and high must be finite")
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) is above high ({self.high})")
-            if self.log and self.low <= 0:
-                raise ValueError("a log-scale parameter needs low > 0")
-            if self.choices is not None:
-                raise ValueError(f"a {self.type} parameter takes low/high, not choices")
-        elif self.type == "categorical":
-            if not self.choices:
-                raise ValueError("a categorical parameter needs a non-empty list of choices")
-            if len({repr(c) for c in self.choices}) != len(self.choices):
-                raise ValueError("categorical choices must be unique")
-            if self.low is not None or self.high is not None or self.log:
-                raise ValueError("a categorical parameter takes choices, not low/high/log")
-        else:  # bool
-            if self.low is not None or self.high is not None or self.choices or self.log:
-                raise ValueError("a bool parameter takes no low/high/log/choices")
-        return self
-
-    def check(self, value: Any) -> tuple[Any, str | None]:
-        """Coerce ``value`` to this parameter's type.
-
-        Returns:
-            ``(coerced, None)`` when valid, else ``(None, rule broken in words)``.
-        """
-        if self.type == "bool":
-            if isinstance(value, bool):
-                return value, None
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-                return value.strip().lower() == "true", None
-            return None, f"expected a bool, got {type(value).__name__}"
-        if self.type == "categorical":
-            assert self.choices is not None
-            for choice in self.choices:
-                if value == choice and type(value) is type(choice) or (
-                    _is_number(value) and _is_number(choice) and value == choice
-                ):
-                    return choice, None
-            if isinstance(value, str):
-                for choice in self.choices:
-                    if not isinstance(choice, str) and str(choice) == value.strip():
-                        return choice, None
-            shown = ", ".join(map(str, self.choices))
-            return None, f"unknown choice; expected one of: {shown}"
-        # float / int
-        if isinstance(value, bool):
-            return None, f"expected a {self.type}, got a bool"
-        if isinstance(value, str):
-            value, problem = _parse_number_string(value, self.type)  # type: ignore[arg-type]
-            if problem:
-                return None, problem
-        if not _is_number(value):
-            return None, f"expected a {self.type}, got {type(value).__name__}"
-        if not math.isfinite(value):
-            return None, f"must be finite, got {value}"
-        if self.type == "int":
-            if value != int(value):
-                return None, f"expected an int, got {value}"
-            value = int(value)
-        else:
-            value = float(value)
-        assert self.low is not None and self.high is not None
-        if value < self.low or value > self.high:
-            return None, f"out of range [{self.low:g}, {self.high:g}]"
-        return value, None
-
-    # The unit cube is where samplers and the world model work.
-    def to_unit(self, value: Any) -> float:
-        """Map a valid value to [0, 1] (log scale where declared). Categorical: index / (n-1)."""
-        if self.type == "bool":
-            return 1.0 if value else 0.0
-        if self.type == "categorical":
-            assert self.choices is not None
-            n = len(self.choices)
-            return 0.0 if n == 1 else self.choices.index(value) / (n - 1)
-        assert self.low is not None and self.high is not None
-        if self.high == self.low:
-            return 0.0
-        if self.log:
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (float(value) - self.low) / (self.high - self.low)
-
-    def from_unit(self, u: float) -> Any:
-        """Inverse of :meth:`to_unit` (categorical/bool/int round to the nearest value)."""
-        u = min(max(float(u), 0.0), 1.0)
-        if self.type == "bool":
-            return u >= 0.5
-        if self.type == "categorical":
-            assert self.choices is not None
-            return self.choices[min(int(u * len(self.choices)), len(self.choices) - 1)]
-        assert self.low is not None and self.high is not None
-        if self.log:
-            x = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            x = self.low + u * (self.high - self.low)
-        if self.type == "int":
-            return int(min(max(round(x), math.ceil(self.low)), math.floor(self.high)))
-        return float(min(max(x, self.low), self.high))
-
-
-class SearchSpace(BaseModel):
-    """The searchable parameters of a study, by dotted name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    params: dict[str, ParamSpec]
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "SearchSpace":
-        """Build from YAML-shaped data: ``name: {type: ...}``, groups nest (``augmentation: {flip: {type: bool}}``)."""
-        params: dict[str, Any] = {}
-
-        def walk(node: Mapping[str, Any], prefix: str) -> None:
-            for key, value in node.items():
-                name = f"{prefix}{key}"
-                if not isinstance(value, Mapping):
-                    raise ValueError(f"{name}: expected a parameter spec (a mapping with 'type')")
-                if "type" in value and not isinstance(value["type"], Mapping):
-                    params[name] = dict(value)
-                else:
-                    walk(value, name + ".")
-
-        walk(data, "")
-        if not params:
-            raise ValueError("the search space declares no parameter")
-        return cls(params=params)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.params)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.params
-
-    def __getitem__(self, name: str) -> ParamSpec:
-        return self.params[name]
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def validate_flat(self, flat: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
-        """Check every searchable key of a flat config; unknown keys are not judged here."""
-        coerced: dict[str, Any] = {}
-        violations: list[Violation] = []
-        for name, value in flat.items():
-            spec = self.params.get(name)
-            if spec is None:
-                coerced[name] = value
-                continue
-            good, problem = spec.check(value)
-            if problem:
-                violations.append(Violation(name, value, problem))
-            else:
-                coerced[name] = good
-        return coerced, violations
-
-    def sample(self, rng: Any) -> dict[str, Any]:
-        """A uniform sample (in each parameter's own scale) as a flat config. ``rng``: numpy Generator."""
-        return {name: spec.from_unit(rng.random()) for name, spec in self.params.items()}
-
-    def to_unit(self, flat: Mapping[str, Any]) -> list[float]:
-        """The config as a point in the unit cube, in ``names`` order (missing → 0.5)."""
-        return [spec.to_unit(flat[n]) if n in flat else 0.5 for n, spec in self.params.items()]
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        return {n: s.model_dump(exclude_defaults=True) for n, s in self.params.items()}
-
 
 # ------------------------------------------------------------------ study settings
 
@@ -296,7 +54,7 @@ class BudgetSettings(BaseModel):
     max_cycles: int | None = Field(None, ge=1)
     max_trials: int | None = Field(None, ge=1)  # over the whole study
     max_gpu_hours: float | None = Field(None, gt=0)  # over the whole study
-    trials_per_cycle: int = Field(4, ge=1)
+    trials_per_cycle: int = Field(4, ge=1)  # most trials approved to run in one cycle
     gpu_hours_per_cycle: float | None = Field(None, gt=0)
     max_recover_cycles_without_improvement: int = Field(3, ge=1)
 
@@ -320,7 +78,8 @@ class VotingSettings(BaseModel):
     weights: dict[str, float] = Field(default_factory=lambda: {"critic": 2.0, "director": 1.0})
     default_weight: float = Field(1.0, ge=0)  # for voters not named in weights
     quorum: float = Field(0.5, ge=0, le=1)  # weighted approval share needed
-    max_approved: int = Field(4, ge=1)
+    # How many may run per cycle is budget.trials_per_cycle (voting.max_approved, the
+    # same cap under an older name, is still read: see StudyConfig._merge_max_approved).
 
 
 class ProposerSettings(BaseModel):
@@ -332,7 +91,9 @@ class ProposerSettings(BaseModel):
     sampler: Literal["tpe", "gp"] = "tpe"
     proposals_per_cycle: int = Field(6, ge=1)  # before the vote
     min_distance: float = Field(0.05, ge=0)  # explorer: unit-cube distance to anything already run
-    exclude: list[str] = Field(default_factory=lambda: ["train_split", "val_split"])  # never searched
+    # Searched parameters the proposers leave at the baseline: e.g. the flagship's
+    # train_split/val_split, which its trainable's Config requires to sum to 1.
+    exclude: list[str] = Field(default_factory=list)
     startup_trials: int = Field(8, ge=0)  # bayesian: completed trials before the sampler models
     explorer: Literal["sobol", "uncertainty"] = "sobol"  # space-filling, or highest world-model std
 
@@ -387,6 +148,37 @@ class StudyConfig(BaseModel):
     seed: int = 0
     # --- where it came from (set by from_yaml)
     source_path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_max_approved(cls, data: Any) -> Any:
+        """Accept ``voting.max_approved`` (deprecated) as ``budget.trials_per_cycle``.
+
+        Both capped the trials run per cycle, the smaller one binding; the value carried
+        over keeps that: the old cap, or the smaller of both when both are set.
+        """
+        if not isinstance(data, Mapping):
+            return data
+        voting = data.get("voting")
+        if not isinstance(voting, Mapping) or "max_approved" not in voting:
+            return data
+        data = dict(data)
+        voting = dict(voting)
+        cap = voting.pop("max_approved")
+        data["voting"] = voting
+        budget = data.get("budget")
+        budget = dict(budget) if isinstance(budget, Mapping) else {}
+        current = budget.get("trials_per_cycle")
+        if current is None:
+            budget["trials_per_cycle"] = cap
+        elif isinstance(cap, int) and isinstance(current, int):
+            budget["trials_per_cycle"] = min(cap, current)
+        data["budget"] = budget
+        message = (f"voting.max_approved is deprecated: it is the same cap as budget.trials_per_cycle; "
+                   f"using budget.trials_per_cycle={budget['trials_per_cycle']}")
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        logger.warning("%s", message)
+        return data
 
     @field_validator("name")
     @classmethod
@@ -690,14 +482,10 @@ def _import_object(ref: str, what: str, source_path: str | None) -> Any:
 __all__ = [
     "BudgetSettings",
     "DirectorSettings",
-    "ParamSpec",
     "ProposerSettings",
     "SchedulerSettings",
-    "SearchSpace",
     "StudyConfig",
     "SupervisorSettings",
     "VotingSettings",
-    "flatten_config",
     "join_storage",
-    "unflatten_config",
 ]

@@ -24,7 +24,8 @@ import yaml
 
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.records import Proposal
-from arc_ray.study import StudyConfig, flatten_config, unflatten_config
+from arc_ray.space import flatten_config, unflatten_config
+from arc_ray.study import StudyConfig
 
 SEED_MS_PER_CONFIG = 10.0
 ROOT = Path(__file__).resolve().parent.parent

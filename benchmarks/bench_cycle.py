@@ -61,7 +61,7 @@ def seed_history(study, n_trials: int, per_cycle: int = 10, seed: int = 0) -> No
     from arc_ray.historian import Historian
     from arc_ray.records import (CycleReport, Decision, DecisionOutcome, JobStatus, Proposal, Strategy,
                                  StrategyMode, TrialResult)
-    from arc_ray.study import flatten_config, unflatten_config
+    from arc_ray.space import flatten_config, unflatten_config
     from trainables.toy import objective
 
     h = Historian(study, compact_every=None)

@@ -47,7 +47,8 @@ from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError  # no
 from arc_ray.executor import InProcessExecutor  # noqa: E402
 from arc_ray.historian import Historian  # noqa: E402
 from arc_ray.records import ErrorClass, JobStatus, TrialResult  # noqa: E402
-from arc_ray.study import StudyConfig, flatten_config, unflatten_config  # noqa: E402
+from arc_ray.space import flatten_config, unflatten_config  # noqa: E402
+from arc_ray.study import StudyConfig  # noqa: E402
 
 from _poll import wait_for  # noqa: E402
 

@@ -37,9 +37,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from threadpoolctl import threadpool_limits
 
-from arc_ray._encoding import SpaceEncoder
-from arc_ray.study import SearchSpace
+from arc_ray.space import SearchSpace
 from arc_ray.world_model import WorldModel, trials_table_from_records
+from arc_ray.world_model._encoding import SpaceEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = 0.01
@@ -77,7 +77,7 @@ def make_history(space: SearchSpace, rng: np.random.Generator, n: int) -> tuple[
 
 
 def ours(table, space, candidates) -> tuple[np.ndarray, np.ndarray]:
-    model = WorldModel(seed=0).fit(table, space, "auc", "max")
+    model = WorldModel(seed=0).fit(table, space, "auc", 1.0)
     predictions = model.predict(candidates)
     return np.array([p.mean for p in predictions]), np.array([p.std for p in predictions])
 
@@ -165,7 +165,7 @@ def main() -> None:
         seen, unseen = configs[:40], configs[40:240]
         hist = trials_table_from_records(
             [{"config": c, "metrics": {"auc": surface(c) + srng.normal(0, NOISE)}} for c in seen])
-        model = WorldModel(seed=0).fit(hist, space, "auc", "max")
+        model = WorldModel(seed=0).fit(hist, space, "auc", 1.0)
         m, s = model.predict_mean_std(unseen)
         t = np.array([surface(c) for c in unseen])
         small.append(scores(m, s, t, t + srng.normal(0, NOISE, len(t))))

@@ -27,11 +27,12 @@ from arc_ray.agents import (
     RecoveryProposer,
     agent_classes,
     build_agents,
-    keep_split_rule,
     proposer_class,
+    proposer_names,
     register_proposer,
 )
 from arc_ray.agents._history import HistoryView, nearest_distance
+from arc_ray.agents.registry import applicable
 from arc_ray.agents.director import split_quota
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError
@@ -46,7 +47,8 @@ from arc_ray.records import (
     StrategyMode,
     TrialResult,
 )
-from arc_ray.study import StudyConfig, flatten_config, unflatten_config
+from arc_ray.space import flatten_config, unflatten_config
+from arc_ray.study import StudyConfig
 from trainables.toy import objective as toy_objective
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -134,6 +136,7 @@ def mixed_study(tmp_path):
         "name": "mixed", "trainable": "trainables.toy:objective", "metric": "auc", "mode": "max",
         "baseline": baseline, "search_space": space, "storage": str(tmp_path / "h"),
         "resources": {"cpu": 2, "gpu": 1},
+        "proposers": {"exclude": ["train_split", "val_split"]},  # as configs/arc.yaml: they sum to 1
         "constraints": [{"id": "vit_needs_224", "parameters": ["image_size"], "high": 223,
                          "when": {"model": "vit_base_patch16_224"}, "reason": "ViT wants 224 px"}]})
 
@@ -199,17 +202,11 @@ def test_context_pickles_with_its_history_view(toy_study):
 def test_history_view_reads_config_json_when_columns_are_missing(toy_study):
     table = trials_to_table(make_results(toy_study, 5))
     slim = table.select([c for c in table.column_names if not c.startswith("config.")])
-    a = HistoryView(table, toy_study.search_space, "score", "max", toy_study.baseline)
-    b = HistoryView(slim, toy_study.search_space, "score", "max", toy_study.baseline)
+    a = HistoryView(table, toy_study.search_space, "score", 1.0, toy_study.baseline)
+    b = HistoryView(slim, toy_study.search_space, "score", 1.0, toy_study.baseline)
     assert np.allclose(a.X, b.X)
-    empty = HistoryView(pa.table({}), toy_study.search_space, "score", "max", toy_study.baseline)
+    empty = HistoryView(pa.table({}), toy_study.search_space, "score", 1.0, toy_study.baseline)
     assert empty.n == 0 and empty.best_index() is None
-
-
-def test_split_rule_is_kept():
-    assert keep_split_rule({"train_split": 0.7}) == {"train_split": 0.7, "val_split": 0.3}
-    assert keep_split_rule({"val_split": 0.25})["train_split"] == 0.75
-    assert keep_split_rule({"lr": 0.1}) == {"lr": 0.1}
 
 
 # ------------------------------------------------------------------ director
@@ -425,7 +422,7 @@ def test_director_gives_no_quota_to_a_proposer_with_nothing_to_propose(tmp_path)
         "baseline": {"x": 0.0, "y": 0.0}, "storage": str(tmp_path),
         "search_space": {"x": {"type": "float", "low": -1, "high": 1}, "y": {"type": "float", "low": -1, "high": 1}}})
     for mode in StrategyMode:
-        quotas = Director(continuous).quotas(mode)
+        quotas = Director(continuous, applicable=applicable(continuous)).quotas(mode)
         assert quotas["architect"] == 0 and sum(quotas.values()) == continuous.proposers.proposals_per_cycle
     assert not ArchitectProposer.applies_to(continuous) and BayesianProposer.applies_to(continuous)
 
@@ -487,15 +484,18 @@ def test_critic_refits_as_the_history_grows_and_uses_the_current_best(toy_study)
     assert critic.assess(p, high_bar)[0].expected_improvement < low
 
 
-def test_searching_the_splits_keeps_them_summing_to_one(toy_study):
+def test_searching_the_splits_proposes_only_what_the_trainables_config_accepts(toy_study):
+    # The split rule is the toy trainable's own (its Config); the agents know nothing of
+    # it, yet never propose a config that breaks it.
     study = toy_study.model_copy(update={"proposers": toy_study.proposers.model_copy(update={"exclude": []})})
     ctx = context(study, make_results(study, 10), quota=4)
     props = BayesianProposer(study).propose(ctx) + ExplorerProposer(study).propose(ctx)
-    assert props
     gen = ExperimentConfigGenerator(study)
     for p in props:
-        assert "train_split" in p.changes and p.changes["train_split"] + p.changes["val_split"] == pytest.approx(1.0)
+        assert "train_split" in p.changes
         gen.validate(p.changes)
+    with pytest.raises(ConfigValidationError, match="train_split \\+ val_split must equal 1"):
+        gen.validate({"train_split": 0.7})
 
 
 def test_explorer_by_world_model_uncertainty(toy_study):
@@ -504,3 +504,18 @@ def test_explorer_by_world_model_uncertainty(toy_study):
     props = ExplorerProposer(study).propose(ctx)
     assert len(props) == 3 and all("world-model std" in p.rationale for p in props)
     assert_valid_proposals(study, props)
+
+
+def test_the_registry_imports_no_concrete_agent_and_the_director_not_the_registry():
+    import ast
+    import inspect
+
+    from arc_ray.agents import director, registry
+
+    def imported(module):
+        tree = ast.parse(inspect.getsource(module))
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert {m for m in imported(registry) if m.startswith("arc_ray.agents")} == {"arc_ray.agents.base"}
+    assert "arc_ray.agents.registry" not in imported(director)
+    assert set(proposer_names()) >= {"bayesian", "explorer", "architect", "recovery"}  # registered themselves

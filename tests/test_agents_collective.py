@@ -19,7 +19,7 @@ from arc_ray.errors import ConfigValidationError
 from arc_ray.executor import InProcessExecutor
 from arc_ray.historian import Historian
 from arc_ray.records import DecisionOutcome, Strategy, StrategyMode
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 from trainables.toy import objective as toy_objective
 
 from _executors import wait_for
@@ -81,7 +81,7 @@ def _check_complete(cd, study):
     for p in cd.proposals:
         assert p.experiment_id in by_id
     ran = cd.approved
-    assert len(ran) <= min(study.voting.max_approved, study.budget.trials_per_cycle)
+    assert len(ran) <= study.budget.trials_per_cycle
     for d in ran:
         assert d.config is not None and d.resources is not None and d.rank is not None
         assert d.config["experiment_id"] == d.experiment_id
@@ -93,7 +93,7 @@ def test_decide_records_every_proposal_vote_and_forecast(toy_study):
     cd = _decide(toy_study, results)
     by_id = _check_complete(cd, toy_study)
     assert len(cd.proposals) == toy_study.proposers.proposals_per_cycle
-    assert len(cd.approved) == toy_study.voting.max_approved
+    assert len(cd.approved) == toy_study.budget.trials_per_cycle
     for p in cd.proposals:
         assert p.predicted is not None and by_id[p.experiment_id].prediction == p.predicted
         voters = {v.agent for v in by_id[p.experiment_id].votes}
@@ -166,7 +166,7 @@ def test_failing_director_critic_and_supervisor(toy_study):
 def test_empty_history(toy_study):
     cd = _decide(toy_study, [])
     _check_complete(cd, toy_study)
-    assert cd.strategy.mode == StrategyMode.EXPLORE and len(cd.approved) == toy_study.voting.max_approved
+    assert cd.strategy.mode == StrategyMode.EXPLORE and len(cd.approved) == toy_study.budget.trials_per_cycle
     assert all(p.predicted.is_prior for p in cd.proposals)
 
 

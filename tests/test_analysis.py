@@ -13,7 +13,7 @@ from arc_ray.historian.analysis import ConstraintRule
 from arc_ray.historian.schema import trials_to_table
 from arc_ray.historian.store import concat_unified
 from arc_ray.records import ErrorClass, TrialResult
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 
 
 def _result(i, value=None, status="COMPLETED", cycle=0, metric="auc", error=None, **config):

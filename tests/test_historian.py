@@ -165,7 +165,8 @@ def test_decisions_and_cycles(toy_study):
                           decided_by="supervisor", reason="fine", proposal=prop,
                           votes=[Vote(agent="critic", experiment_id="exp-001", approve=True, score=0.8)],
                           config={"lr": 0.1}),
-                 Decision.rejected(Proposal(experiment_id="exp-002"), 3, "configgen", "lr out of range")]
+                 Decision.rejected("exp-002", proposal=Proposal(experiment_id="exp-002"), cycle_id=3,
+                                      decided_by="configgen", reason="lr out of range")]
     assert h.log_decisions(decisions) == 2
     assert h.log_decisions(decisions) == 0  # idempotent per (cycle, experiment)
     assert Historian(toy_study).decisions_for_cycle(3) == decisions

@@ -45,7 +45,6 @@ STUDY = {
     "trial_timeout_s": 150,
     "max_failures": 2,
     "budget": {"max_cycles": 1, "trials_per_cycle": 2},
-    "voting": {"max_approved": 2},
     "proposers": {"proposals_per_cycle": 3},
 }
 

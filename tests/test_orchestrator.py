@@ -60,7 +60,9 @@ def test_agents_are_named_actors_in_the_study_namespace(orch, study):
     for name in AGENTS:
         handle = ray.get_actor(name, namespace=orch.namespace)
         assert handle._actor_id == (orch.historian if name == "historian" else orch.agents[name])._actor_id
-    assert ray.get(ray.get_actor("bayesian", namespace=orch.namespace).ping.remote()) == "bayesian"
+    bayesian = ray.get_actor("bayesian", namespace=orch.namespace)
+    assert ray.get(bayesian.__ray_ready__.remote())  # alive and answering
+    assert bayesian._ray_actor_creation_function_descriptor.class_name == "BayesianProposer"
 
 
 def test_offline_cycle_logs_decisions_and_runs_nothing(orch, study):

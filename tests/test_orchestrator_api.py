@@ -12,7 +12,7 @@ import pytest
 
 from arc_ray.api import default_baseline, make_study, run_study
 from arc_ray.errors import ConfigValidationError
-from arc_ray.study import SearchSpace
+from arc_ray.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 

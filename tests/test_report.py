@@ -20,7 +20,7 @@ from arc_ray.report import (
     parameter_importance,
     render_report,
 )
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 from trainables.toy import objective
 
 MODES = {1: "explore", 2: "explore", 3: "exploit", 4: "recover"}

@@ -46,7 +46,6 @@ storage: {storage}
 resources: {{cpu: 1, gpu: 0}}
 max_concurrent_trials: 2
 budget: {{trials_per_cycle: 3}}
-voting: {{max_approved: 3}}
 proposers: {{enabled: [bayesian, explorer], proposals_per_cycle: 4}}
 """
 

@@ -9,7 +9,8 @@ import pytest
 
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Constraint, JobStatus
-from arc_ray.study import ParamSpec, SearchSpace, StudyConfig, flatten_config, unflatten_config
+from arc_ray.space import ParamSpec, SearchSpace, flatten_config, unflatten_config
+from arc_ray.study import StudyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,3 +197,33 @@ def test_constraint_region():
     assert "batch_size × image_size" in c.describe()
     with pytest.raises(ValueError):
         Constraint(id="x", parameters=["a"], reason="no bound")
+
+
+def test_the_one_unit_cube_encoding(tmp_path):
+    import numpy as np
+
+    from arc_ray.space import unit_array
+
+    space = SearchSpace.from_mapping({
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "batch": {"type": "categorical", "choices": [64, 16, 32]},  # numbers: in value order
+        "opt": {"type": "categorical", "choices": ["sgd", "adam", "adamw"]},  # as declared
+        "flip": {"type": "bool"}})
+    lr, batch, opt, flip = (space[n] for n in space.names)
+    assert np.allclose(unit_array(lr, [1e-4, 1e-3, "1e-2", None, "x", 1.0]), [0, 0.5, 1, np.nan, np.nan, 1],
+                       equal_nan=True)
+    assert np.allclose(unit_array(lr, [1.0, -1.0], beyond="extend"), [2.0, np.nan], equal_nan=True)
+    assert np.isnan(unit_array(lr, [1.0], beyond="nan")[0])
+    assert unit_array(batch, [16, 32, 64, 8]).tolist()[:3] == [0.0, 0.5, 1.0]
+    assert batch.from_unit(0.5) == 32 and opt.to_unit("adam") == 0.5 and opt.from_unit(1.0) == "adamw"
+    assert flip.to_unit(True) == 1.0 and np.isnan(unit_array(flip, ["maybe"])[0])
+    for spec in (lr, batch, opt, flip):  # from_unit inverts to_unit at the values' own points
+        for u in ((0.0, 1.0) if spec.type == "bool" else (0.0, 0.5, 1.0)):
+            assert spec.to_unit(spec.from_unit(u)) == pytest.approx(u)
+
+
+def test_proposers_exclude_nothing_by_default(tmp_path):
+    study = StudyConfig.from_dict({"name": "s", "trainable": "trainables.toy:objective", "metric": "score",
+                                   "baseline": {"x": 0.0}, "storage": str(tmp_path),
+                                   "search_space": {"x": {"type": "float", "low": -1, "high": 1}}})
+    assert study.proposers.exclude == [] and study.sign == 1.0

@@ -10,7 +10,7 @@ from test_agents import context, make_results, mixed_study  # noqa: F401  (fixtu
 from arc_ray.agents import Supervisor
 from arc_ray.agents.voting import Ballot
 from arc_ray.records import Constraint, DecisionOutcome, Prediction, Proposal, Resources, Vote
-from arc_ray.study import flatten_config, unflatten_config
+from arc_ray.space import flatten_config, unflatten_config
 
 
 def _ballots(*proposals: Proposal) -> list[Ballot]:
@@ -150,3 +150,21 @@ def test_gpu_per_trial_is_capped(mixed_study):
 
 def test_an_empty_ranking_decides_nothing(mixed_study):
     assert Supervisor(mixed_study).review([], context(mixed_study, [])) == []
+
+
+def test_decisions_have_a_named_constructor_per_outcome():
+    from arc_ray.records import Decision, Prediction, Proposal
+
+    p = Proposal(experiment_id="e1", changes={"x": 0.1}, predicted=Prediction(mean=0.5, std=0.1))
+    common = dict(cycle_id=2, decided_by="supervisor", reason="why")
+    ok = Decision.approved(p, config={"x": 0.1}, **common)
+    fixed = Decision.repaired(p, config={"x": 0.1}, repair={"batch_size": 16}, **common)
+    no = Decision.vetoed(p, rank=3, **common)
+    bad = Decision.rejected("e1-bad01", proposal=p, **common)
+    lost = Decision.rejected("c0002-x-error", **common)
+    assert [d.outcome for d in (ok, fixed, no, bad, lost)] == [
+        DecisionOutcome.APPROVED, DecisionOutcome.REPAIRED, DecisionOutcome.VETOED,
+        DecisionOutcome.REJECTED, DecisionOutcome.REJECTED]
+    assert ok.experiment_id == no.experiment_id == "e1" and bad.experiment_id == "e1-bad01"
+    assert ok.prediction == p.predicted == bad.prediction and lost.prediction is None and lost.proposal is None
+    assert fixed.repair == {"batch_size": 16} and no.rank == 3 and ok.outcome.runs() and not no.outcome.runs()

@@ -1,4 +1,4 @@
-"""The vote tally: weights, quorum, ranking, ties, caps."""
+"""The vote tally: weights, quorum, ranking, ties; and the per-cycle cap it no longer holds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from arc_ray.agents import tally
 from arc_ray.records import DecisionOutcome, Proposal, Vote
 from arc_ray.study import VotingSettings
 
-SETTINGS = VotingSettings(weights={"critic": 2.0, "director": 1.0}, default_weight=1.0, quorum=0.5, max_approved=2)
+SETTINGS = VotingSettings(weights={"critic": 2.0, "director": 1.0}, default_weight=1.0, quorum=0.5)
 
 
 def _p(eid: str, proposer: str = "bayesian") -> Proposal:
@@ -39,12 +39,11 @@ def test_weighted_approval_against_quorum():
     assert len(rej.votes) == 3
 
 
-def test_ranking_ties_break_by_id_and_cap_at_max_approved():
+def test_ranking_ties_break_by_id():
     props = [_p(e) for e in ("z", "m", "a", "q")]
     votes = [_v("critic", e, True, 0.7) for e in ("z", "m", "a")] + [_v("critic", "q", True, 0.9)]
     t = tally(list(reversed(props)), votes, SETTINGS, cycle_id=0)
     assert [b.proposal.experiment_id for b in t.ranked] == ["q", "a", "m", "z"]
-    assert [b.proposal.experiment_id for b in t.approved] == ["q", "a"]  # max_approved = 2
     assert tally(props, votes, SETTINGS, 0).ranked[1].proposal.experiment_id == "a"  # same order either way
 
 
@@ -67,3 +66,26 @@ def test_no_votes_is_rejected_with_the_reason():
     zero = SETTINGS.model_copy(update={"weights": {"critic": 0.0}})
     t = tally([_p("a")], [_v("critic", "a", True, 1.0)], zero, 7)
     assert t.ranked == [] and t.rejected[0].weighted_score is not None
+
+
+def test_voting_max_approved_is_read_as_trials_per_cycle_with_a_warning(tmp_path, caplog):
+    import warnings
+
+    import pytest
+
+    from arc_ray.study import StudyConfig
+
+    base = {"name": "old", "trainable": "trainables.toy:objective", "metric": "score",
+            "baseline": {"x": 0.0}, "search_space": {"x": {"type": "float", "low": -1, "high": 1}},
+            "storage": str(tmp_path)}
+    with pytest.warns(DeprecationWarning, match="voting.max_approved is deprecated"):
+        old = StudyConfig.from_dict({**base, "voting": {"max_approved": 2, "quorum": 0.6}})
+    assert old.budget.trials_per_cycle == 2 and old.voting.quorum == 0.6
+    assert "voting.max_approved is deprecated" in caplog.text
+    with pytest.warns(DeprecationWarning):  # both set: the smaller cap bound before, and still does
+        both = StudyConfig.from_dict({**base, "voting": {"max_approved": 5}, "budget": {"trials_per_cycle": 3}})
+    assert both.budget.trials_per_cycle == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert StudyConfig.from_dict(base).budget.trials_per_cycle == 4
+    assert not hasattr(VotingSettings(), "max_approved")

@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from arc_ray.errors import ConfigValidationError, HistoryError
 from arc_ray.records import Prediction
-from arc_ray.study import SearchSpace
+from arc_ray.space import SearchSpace
 from arc_ray.world_model import WorldModel, WorldModelNotFittedError, trials_table_from_records
 
 # ---------------------------------------------------------------- a known surface
@@ -69,7 +69,7 @@ def history(rng: np.random.Generator, n: int, *, metric: str = "auc", sign: floa
 
 
 def test_the_encoding_is_log_aware_one_hot_and_ranks_numeric_choices():
-    from arc_ray._encoding import SpaceEncoder
+    from arc_ray.world_model._encoding import SpaceEncoder
 
     space = SearchSpace.from_mapping({
         "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
@@ -97,7 +97,7 @@ def test_forecasts_rank_and_cover_unseen_configs_after_40_observations():
     # mean 0.89 (25 of 30 inside [0.80, 0.97]); seed 3 is a typical one (coverage 0.93).
     rng = np.random.default_rng(3)
     _, table = history(rng, 40)
-    model = WorldModel(seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
     assert not model.is_prior and model.n_observations == 40
 
     unseen = sample_configs(rng, 200)
@@ -116,7 +116,7 @@ def test_forecasts_rank_and_cover_unseen_configs_after_40_observations():
 def test_predictions_carry_risk_and_expected_improvement():
     rng = np.random.default_rng(0)
     _, table = history(rng, 20)
-    model = WorldModel(seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
     configs = sample_configs(rng, 5)
     predictions = model.predict(configs)
     assert len(predictions) == 5 and all(isinstance(p, Prediction) for p in predictions)
@@ -129,7 +129,7 @@ def test_predictions_carry_risk_and_expected_improvement():
 def test_nested_and_flat_dotted_configs_are_the_same_forecast():
     rng = np.random.default_rng(1)
     _, table = history(rng, 15)
-    model = WorldModel(seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
     nested = {"lr": 1e-3, "layers": 4, "optimizer": "adam", "augmentation": {"dropout": 0.1},
               "experiment_id": "ignored", "data_dir": "/x"}
     flat = {"lr": 1e-3, "layers": 4, "optimizer": "adam", "augmentation.dropout": 0.1}
@@ -145,8 +145,8 @@ def test_acquisitions_follow_the_study_direction():
     # the original does in mode "max": improvement means lower for "min".
     _, table_max = history(np.random.default_rng(5), 25, sign=1.0)
     _, table_min = history(np.random.default_rng(5), 25, sign=-1.0)
-    up = WorldModel(seed=0).fit(table_max, SPACE, "auc", "max")
-    down = WorldModel(seed=0).fit(table_min, SPACE, "auc", "min")
+    up = WorldModel(seed=0).fit(table_max, SPACE, "auc", 1.0)
+    down = WorldModel(seed=0).fit(table_min, SPACE, "auc", -1.0)
     assert down.best == pytest.approx(-up.best)
     candidates = sample_configs(np.random.default_rng(6), 50)
     for name in ("expected_improvement", "probability_of_improvement", "upper_confidence_bound"):
@@ -170,7 +170,7 @@ def test_acquisitions_follow_the_study_direction():
 def test_failure_probability_is_higher_near_a_planted_failure_region():
     rng = np.random.default_rng(1)
     _, table = history(rng, 60, plant_failures=True)
-    model = WorldModel(seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
     assert model.n_failures >= 4 and not model.is_prior
 
     candidates = sample_configs(np.random.default_rng(11), 400)
@@ -190,7 +190,7 @@ def test_failure_probability_is_higher_near_a_planted_failure_region():
 
 def test_failure_probability_without_failures_stays_near_a_small_base_rate():
     _, table = history(np.random.default_rng(2), 30)
-    model = WorldModel(seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
     risk = model.failure_probability(sample_configs(np.random.default_rng(3), 50))
     # No failure in 30 trials: the shrunk base rate is 1/34, and nearby successes lower it.
     assert ((risk > 0) & (risk <= 1 / 34 + 1e-12)).all()
@@ -201,7 +201,7 @@ def test_one_failure_among_many_successes_is_shrunk_towards_the_base_rate():
     configs = sample_configs(rng, 31)
     records = [{"config": c, "metrics": {"auc": surface(c)}} for c in configs[1:]]
     records.append({"config": configs[0], "status": "FAILED"})
-    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", "max")
+    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", 1.0)
     at_failure = model.failure_probability([configs[0]])[0]
     base_rate = 2 / 35  # (1 failure + 1) / (31 trials + 4), the shrunk overall rate
     assert base_rate < at_failure < 0.5  # one crash raises the risk; it does not make it certain
@@ -211,8 +211,8 @@ def test_one_failure_among_many_successes_is_shrunk_towards_the_base_rate():
 
 
 def test_no_history_forecasts_the_baseline_with_a_wide_std(caplog):
-    with caplog.at_level(logging.INFO, logger="arc_ray.world_model"):
-        model = WorldModel().fit(pa.table({}), SPACE, "auc", "max", baseline_metric=0.8)
+    with caplog.at_level(logging.INFO, logger="arc_ray.world_model._model"):
+        model = WorldModel().fit(pa.table({}), SPACE, "auc", 1.0, baseline_metric=0.8)
     assert "forecasting the prior" in caplog.text
     [p] = model.predict(sample_configs(np.random.default_rng(0), 1))
     assert model.is_prior and p.is_prior and model.n_observations == 0
@@ -220,7 +220,7 @@ def test_no_history_forecasts_the_baseline_with_a_wide_std(caplog):
     assert 0 < p.failure_probability < 0.5  # the prior failure rate, 1/4
     assert model.best == 0.8
 
-    unknown = WorldModel().fit(pa.table({}), SPACE, "auc", "max")
+    unknown = WorldModel().fit(pa.table({}), SPACE, "auc", 1.0)
     [q] = unknown.predict(sample_configs(np.random.default_rng(0), 1))
     assert (q.mean, q.std) == (0.0, 1.0) and unknown.best is None
     assert np.isfinite(unknown.expected_improvement([{"lr": 1e-3}])).all()
@@ -230,7 +230,7 @@ def test_two_completed_trials_forecast_their_mean():
     records = [{"config": {"lr": 1e-3, "layers": 2, "optimizer": "sgd"}, "metrics": {"auc": 0.70}},
                {"config": {"lr": 1e-2, "layers": 4, "optimizer": "adam"}, "metrics": {"auc": 0.80}},
                {"config": {"lr": 1e-4, "layers": 4, "optimizer": "adam"}, "status": "CANCELLED"}]
-    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", "max")
+    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", 1.0)
     assert model.is_prior and model.n_observations == 2 and model.best == 0.80
     [p] = model.predict([{"lr": 1e-3, "layers": 2, "optimizer": "sgd"}])
     assert p.is_prior and p.mean == pytest.approx(0.75) and p.std >= 0.15
@@ -241,7 +241,7 @@ def test_a_history_of_only_failures_works_and_scores_risky():
                for c in sample_configs(np.random.default_rng(0), 8)]
     table = trials_table_from_records(records)
     assert not any(name.startswith("metric.") for name in table.column_names)
-    model = WorldModel().fit(table, SPACE, "auc", "max", baseline_metric=0.7)
+    model = WorldModel().fit(table, SPACE, "auc", 1.0, baseline_metric=0.7)
     assert model.is_prior and model.n_failures == 8
     predictions = model.predict(sample_configs(np.random.default_rng(1), 10))
     assert all(p.is_prior and p.mean == 0.7 for p in predictions)
@@ -250,7 +250,7 @@ def test_a_history_of_only_failures_works_and_scores_risky():
 
 def test_a_history_with_identical_metrics_still_fits():
     records = [{"config": c, "metrics": {"auc": 0.5}} for c in sample_configs(np.random.default_rng(0), 6)]
-    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", "max")
+    model = WorldModel().fit(trials_table_from_records(records), SPACE, "auc", 1.0)
     mean, std = model.predict_mean_std(sample_configs(np.random.default_rng(1), 4))
     np.testing.assert_allclose(mean, 0.5, atol=1e-6)
     assert np.isfinite(std).all()
@@ -262,14 +262,14 @@ def test_a_history_with_identical_metrics_still_fits():
 def test_config_json_fills_missing_columns_and_nulls():
     rng = np.random.default_rng(4)
     _, table = history(rng, 12)
-    reference = WorldModel().fit(table, SPACE, "auc", "max")
+    reference = WorldModel().fit(table, SPACE, "auc", 1.0)
     # No lr column at all, and a null layers value in one row: both come from config_json.
     layers = table.column("config.layers").to_pylist()
     layers[0] = None
     stripped = table.drop_columns(["config.lr"])
     stripped = stripped.set_column(stripped.schema.get_field_index("config.layers"), "config.layers",
                                    pa.array(layers, pa.int64()))
-    model = WorldModel().fit(stripped, SPACE, "auc", "max")
+    model = WorldModel().fit(stripped, SPACE, "auc", 1.0)
     candidates = sample_configs(rng, 10)
     np.testing.assert_allclose(model.predict_mean_std(candidates), reference.predict_mean_std(candidates))
 
@@ -278,15 +278,15 @@ def test_a_pandas_dataframe_is_accepted():
     rng = np.random.default_rng(4)
     _, table = history(rng, 12)
     candidates = sample_configs(rng, 10)
-    from_arrow = WorldModel().fit(table, SPACE, "auc", "max")
-    from_pandas = WorldModel().fit(table.to_pandas(), SPACE, "auc", "max")
+    from_arrow = WorldModel().fit(table, SPACE, "auc", 1.0)
+    from_pandas = WorldModel().fit(table.to_pandas(), SPACE, "auc", 1.0)
     np.testing.assert_allclose(from_pandas.predict_mean_std(candidates), from_arrow.predict_mean_std(candidates))
 
 
 def test_unset_parameters_take_the_baseline():
     _, table = history(np.random.default_rng(6), 20)
     baseline = {"lr": 1e-3, "layers": 6, "optimizer": "adamw", "augmentation": {"dropout": 0.3}}
-    model = WorldModel().fit(table, SPACE, "auc", "max", baseline_config=baseline)
+    model = WorldModel().fit(table, SPACE, "auc", 1.0, baseline_config=baseline)
     partial, full = model.predict([{"lr": 1e-2}, {**baseline, "lr": 1e-2}])
     assert (partial.mean, partial.std) == pytest.approx((full.mean, full.std))
 
@@ -296,7 +296,7 @@ def test_recency_comes_from_ended_at_not_row_order():
     # Row 0 ended last: the most recent trials are the first rows.
     records = [{"config": c, "metrics": {"auc": surface(c)}, "ended_at": 1000.0 - i}
                for i, c in enumerate(sample_configs(rng, 12))]
-    model = WorldModel(max_fit_size=6).fit(trials_table_from_records(records), SPACE, "auc", "max")
+    model = WorldModel(max_fit_size=6).fit(trials_table_from_records(records), SPACE, "auc", 1.0)
     best_row = int(np.argmax([r["metrics"]["auc"] for r in records]))
     # The best quarter (one row) plus the most recent.
     assert len(model.fit_rows) == 6 and best_row in model.fit_rows
@@ -307,7 +307,7 @@ def test_past_max_fit_size_it_conditions_on_the_best_and_the_most_recent():
     rng = np.random.default_rng(8)
     configs, table = history(rng, 150)
     values = table.column("metric.auc").to_numpy()
-    model = WorldModel(max_fit_size=60, seed=0).fit(table, SPACE, "auc", "max")
+    model = WorldModel(max_fit_size=60, seed=0).fit(table, SPACE, "auc", 1.0)
     assert model.n_observations == 150 and len(model.fit_rows) == 60
     best_15 = set(np.argsort(-values)[:15].tolist())
     assert best_15 <= set(model.fit_rows.tolist())
@@ -320,7 +320,7 @@ def test_past_max_fit_size_it_conditions_on_the_best_and_the_most_recent():
 def test_the_real_historians_table_fits(toy_study):
     from arc_ray.historian import Historian
     from arc_ray.records import JobStatus, TrialResult
-    from arc_ray.study import unflatten_config
+    from arc_ray.space import unflatten_config
     from trainables.toy import objective
 
     rng = np.random.default_rng(0)
@@ -336,7 +336,7 @@ def test_the_real_historians_table_fits(toy_study):
     historian = Historian(toy_study)
     historian.integrate_experiment_results(results, 0)
     model = WorldModel().fit(historian.trials_table(), toy_study.search_space, toy_study.metric,
-                             toy_study.mode, baseline_config=toy_study.baseline)
+                             toy_study.sign, baseline_config=toy_study.baseline)
     assert model.n_observations == 9 and model.n_failures == 3 and not model.is_prior
     [p] = model.predict([toy_study.baseline])
     assert np.isfinite(p.mean) and p.std > 0 and 0 < p.failure_probability < 1
@@ -345,7 +345,7 @@ def test_the_real_historians_table_fits(toy_study):
 def test_a_fitted_model_pickles():
     rng = np.random.default_rng(2)
     _, table = history(rng, 20, plant_failures=True)
-    model = WorldModel().fit(table, SPACE, "auc", "max")
+    model = WorldModel().fit(table, SPACE, "auc", 1.0)
     clone = pickle.loads(pickle.dumps(model))
     candidates = sample_configs(rng, 5)
     np.testing.assert_allclose(clone.predict_mean_std(candidates), model.predict_mean_std(candidates))
@@ -355,8 +355,8 @@ def test_a_fitted_model_pickles():
 def test_fits_are_repeatable_with_a_seed():
     _, table = history(np.random.default_rng(9), 30)
     candidates = sample_configs(np.random.default_rng(10), 20)
-    a = WorldModel(seed=3).fit(table, SPACE, "auc", "max").predict_mean_std(candidates)
-    b = WorldModel(seed=3).fit(table, SPACE, "auc", "max").predict_mean_std(candidates)
+    a = WorldModel(seed=3).fit(table, SPACE, "auc", 1.0).predict_mean_std(candidates)
+    b = WorldModel(seed=3).fit(table, SPACE, "auc", 1.0).predict_mean_std(candidates)
     np.testing.assert_array_equal(a, b)
 
 
@@ -379,9 +379,9 @@ def test_bad_settings_are_named(kwargs, field):
 
 
 @pytest.mark.parametrize(("args", "field"), [
-    ((SPACE, "auc", "up"), "mode"),
-    ((SPACE, "", "max"), "metric"),
-    (({"lr": {"type": "float"}}, "auc", "max"), "space"),
+    ((SPACE, "auc", "up"), "sign"),
+    ((SPACE, "", 1.0), "metric"),
+    (({"lr": {"type": "float"}}, "auc", 1.0), "space"),
 ])
 def test_bad_fit_arguments_are_named(args, field):
     with pytest.raises(ConfigValidationError) as info:
@@ -391,32 +391,32 @@ def test_bad_fit_arguments_are_named(args, field):
 
 def test_a_non_finite_baseline_metric_is_rejected():
     with pytest.raises(ConfigValidationError, match="baseline_metric"):
-        WorldModel().fit(pa.table({}), SPACE, "auc", "max", baseline_metric=float("nan"))
+        WorldModel().fit(pa.table({}), SPACE, "auc", 1.0, baseline_metric=float("nan"))
 
 
 def test_bad_tables_raise_history_errors():
     with pytest.raises(HistoryError, match="pyarrow Table or pandas DataFrame"):
-        WorldModel().fit([{"status": "COMPLETED"}], SPACE, "auc", "max")
+        WorldModel().fit([{"status": "COMPLETED"}], SPACE, "auc", 1.0)
     with pytest.raises(HistoryError, match="no 'status' column"):
-        WorldModel().fit(pa.table({"metric.auc": [0.5]}), SPACE, "auc", "max")
+        WorldModel().fit(pa.table({"metric.auc": [0.5]}), SPACE, "auc", 1.0)
     broken = pa.table({"status": ["COMPLETED"], "config_json": ["{not json"], "metric.auc": [0.5]})
     with pytest.raises(HistoryError, match="row 0: config_json is not valid JSON"):
-        WorldModel().fit(broken, SPACE, "auc", "max")
+        WorldModel().fit(broken, SPACE, "auc", 1.0)
 
 
 def test_a_failed_fit_keeps_the_previous_one():
     _, table = history(np.random.default_rng(0), 10)
-    model = WorldModel().fit(table, SPACE, "auc", "max")
+    model = WorldModel().fit(table, SPACE, "auc", 1.0)
     before = model.predict_mean_std([{"lr": 1e-3}])
     with pytest.raises(ConfigValidationError, match="baseline_config.optimizer"):
-        model.fit(table, SPACE, "auc", "max", baseline_config={"optimizer": "rmsprop"})
+        model.fit(table, SPACE, "auc", 1.0, baseline_config={"optimizer": "rmsprop"})
     np.testing.assert_array_equal(model.predict_mean_std([{"lr": 1e-3}]), before)
     assert model.n_observations == 10
 
 
 def test_bad_candidates_are_named():
     _, table = history(np.random.default_rng(0), 10)
-    model = WorldModel().fit(table, SPACE, "auc", "max")
+    model = WorldModel().fit(table, SPACE, "auc", 1.0)
     with pytest.raises(ConfigValidationError) as info:
         model.predict([{"lr": 1e-3}, {"optimizer": "rmsprop", "lr": -1.0}, "not a config"])
     assert info.value.fields == ["configs[1].lr", "configs[1].optimizer", "configs[2]"]
@@ -438,8 +438,8 @@ def test_table_rows_with_values_the_space_cannot_encode_are_imputed(caplog):
     records = [{"config": c, "metrics": {"auc": surface(c)}} for c in sample_configs(rng, 6)]
     records[0]["config"]["optimizer"] = "rmsprop"  # a choice since removed from the space
     table = trials_table_from_records(records)
-    with caplog.at_level(logging.WARNING, logger="arc_ray._encoding"):
-        model = WorldModel().fit(table, SPACE, "auc", "max")
+    with caplog.at_level(logging.WARNING, logger="arc_ray.world_model._encoding"):
+        model = WorldModel().fit(table, SPACE, "auc", 1.0)
     assert "cannot encode" in caplog.text and model.n_observations == 6
 
 
@@ -449,6 +449,6 @@ def test_pandas_nan_in_a_config_column_falls_back_to_json():
     frame = table.to_pandas()
     frame.loc[0, "config.lr"] = np.nan
     candidates = sample_configs(rng, 5)
-    np.testing.assert_allclose(WorldModel().fit(frame, SPACE, "auc", "max").predict_mean_std(candidates),
-                               WorldModel().fit(table, SPACE, "auc", "max").predict_mean_std(candidates))
+    np.testing.assert_allclose(WorldModel().fit(frame, SPACE, "auc", 1.0).predict_mean_std(candidates),
+                               WorldModel().fit(table, SPACE, "auc", 1.0).predict_mean_std(candidates))
     assert isinstance(frame, pd.DataFrame)

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
+from arc_ray.agents.registry import register_proposer
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Pattern, Proposal, ProposalType, Resources, RiskLevel
-from arc_ray.study import ParamSpec, StudyConfig, flatten_config
+from arc_ray.space import ParamSpec, flatten_config
+from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def is_large(flat: dict[str, Any], params: dict[str, str]) -> bool:
     return isinstance(size, (int, float)) and not isinstance(size, bool) and size >= LARGE_IMAGE_SIZE
 
 
+@register_proposer("architect")
 class ArchitectProposer(Proposer):
     """Changes one architectural parameter of the best config (the baseline before any
     result) per proposal, rotating over model family, model size, image size and
@@ -164,7 +167,7 @@ class ArchitectProposer(Proposer):
         moved, notes = self.admissible(flat, ctx)
         if moved is not None:
             return moved, ", ".join(notes)
-        gen = self.validator(ctx)
+        gen = ctx.config_generator()
         for role in ("image_size", "size", "dropout", "model"):
             param = roles.get(role)
             if param is None:

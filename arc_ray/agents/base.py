@@ -11,17 +11,18 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from arc_ray.agents._constraints import project_out
+from arc_ray.agents._constraints import learned_constraints, project_out
 from arc_ray.agents._history import HistoryView
+from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError
 from arc_ray.records import Constraint, HistorySummary, Proposal, ProposalType, Strategy, Vote
-from arc_ray.study import StudyConfig, flatten_config
+from arc_ray.study import StudyConfig
 
 if TYPE_CHECKING:
-    from arc_ray.configgen import ExperimentConfigGenerator
     from arc_ray.world_model import WorldModel
 
 logger = logging.getLogger(__name__)
+
 
 class AgentContext(BaseModel):
     """What an agent knows when it proposes or votes in one cycle.
@@ -40,13 +41,24 @@ class AgentContext(BaseModel):
     quota: int = Field(0, ge=0)  # proposals wanted from the agent receiving this context
 
     _view: HistoryView | None = PrivateAttr(None)
+    _generator: ExperimentConfigGenerator | None = PrivateAttr(None)
 
     def history(self) -> HistoryView:
         """The trials table over the searched parameters (computed once, then cached)."""
         if self._view is None:
             self._view = HistoryView(self.trials, self.study.search_space, self.study.metric,
-                                     self.study.mode, self.study.baseline)
+                                     self.study.sign, self.study.baseline)
         return self._view
+
+    def config_generator(self) -> ExperimentConfigGenerator:
+        """The study's config generator holding the historian's learned constraints.
+
+        Built once per context and carried with it (it pickles), so the collective, every
+        proposer and the supervisor judge a config by the same rules in a cycle.
+        """
+        if self._generator is None:
+            self._generator = ExperimentConfigGenerator(self.study, constraints=learned_constraints(self.summary))
+        return self._generator
 
 
 class Agent(ABC):
@@ -94,10 +106,6 @@ class Agent(ABC):
     def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
         """This agent's opinion of each proposal (abstain by returning no vote for it)."""
 
-    def ping(self) -> str:
-        """Liveness check for actors."""
-        return self.name
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, study={self.study.name!r})"
 
@@ -113,7 +121,6 @@ class Proposer(Agent):
     """
 
     proposal_type: ProposalType = ProposalType.HYPERPARAMETER_TUNING
-    _validator: "ExperimentConfigGenerator | None" = None  # built on first use, per instance
 
     @classmethod
     def applies_to(cls, study: StudyConfig) -> bool:
@@ -157,17 +164,7 @@ class Proposer(Agent):
 
     def constraints(self, ctx: AgentContext) -> list[Constraint]:
         """Declared constraints and the historian's learned ones."""
-        return [*self.study.constraints, *(c for c in ctx.summary.constraints if c.source != "declared")]
-
-    def validator(self, ctx: AgentContext) -> "ExperimentConfigGenerator":
-        """A config generator holding the learned constraints (validates; never writes here)."""
-        from arc_ray.configgen import ExperimentConfigGenerator
-
-        gen = self._validator
-        if gen is None:
-            gen = self._validator = ExperimentConfigGenerator(self.study)
-        gen.set_constraints([c for c in ctx.summary.constraints if c.source != "declared"])
-        return gen
+        return ctx.config_generator().constraints
 
     def admissible(self, flat: Mapping[str, Any], ctx: AgentContext) -> tuple[dict[str, Any] | None, list[str]]:
         """``flat`` moved out of forbidden regions if needed, and validated.
@@ -179,7 +176,7 @@ class Proposer(Agent):
         moved, notes = project_out(flat, self.constraints(ctx), self.study.search_space,
                                    fixed=self.study.proposers.exclude)
         try:
-            self.validator(ctx).validate(self.changes_from(moved, ctx))
+            ctx.config_generator().validate(self.changes_from(moved, ctx))
         except ConfigValidationError as exc:
             return None, [str(v) for v in exc.violations]
         return moved, notes
@@ -188,11 +185,9 @@ class Proposer(Agent):
         """Changes (dotted keys) that set every non-excluded searched parameter as in ``flat``.
 
         Whole assignments rather than differences keep a proposal meaning the same
-        config even after the baseline is updated; the split rule is kept.
+        config whatever the baseline holds.
         """
-        names = self.searched(ctx)
-        changes = {n: _plain(flat[n]) for n in names if n in flat}
-        return keep_split_rule(changes)
+        return {n: _plain(flat[n]) for n in self.searched(ctx) if n in flat}
 
     def proposal(self, ctx: AgentContext, k: int, changes: Mapping[str, Any], rationale: str,
                  **fields: Any) -> Proposal:
@@ -206,20 +201,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def keep_split_rule(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep ``train_split + val_split == 1``: when one is changed, set the other to 1 minus it."""
-    out = dict(changes)
-    flat = flatten_config(out)
-    train, val = flat.get("train_split"), flat.get("val_split")
-    if train is not None and isinstance(train, (int, float)) and not isinstance(train, bool):
-        out = {k: v for k, v in flat.items()}
-        out["val_split"] = round(1.0 - float(train), 12)
-    elif val is not None and isinstance(val, (int, float)) and not isinstance(val, bool):
-        out = {k: v for k, v in flat.items()}
-        out["train_split"] = round(1.0 - float(val), 12)
-    return out
 
 
 RISK_MARGIN = 0.1  # how far above the history's failure rate a forecast counts as a risky region
@@ -241,7 +222,7 @@ def world_model_for(ctx: AgentContext, seed: int = 0, **options: Any) -> "WorldM
     from arc_ray.world_model import WorldModel
 
     wm = WorldModel(seed=seed, **options)
-    return wm.fit(ctx.trials, ctx.study.search_space, ctx.study.metric, ctx.study.mode,
+    return wm.fit(ctx.trials, ctx.study.search_space, ctx.study.metric, ctx.study.sign,
                   baseline_config=ctx.study.baseline)
 
 

@@ -26,8 +26,10 @@ from optuna.trial import TrialState, create_trial
 
 from arc_ray.agents._history import rms_distance
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
+from arc_ray.agents.registry import register_proposer
 from arc_ray.records import Proposal, ProposalType, StrategyMode
-from arc_ray.study import ParamSpec, SearchSpace, StudyConfig, flatten_config
+from arc_ray.space import ParamSpec, SearchSpace, flatten_config
+from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,6 +62,7 @@ def make_sampler(kind: str, seed: int, startup_trials: int, greedy: bool = False
                                       constant_liar=True, n_ei_candidates=EXPLOIT_EI_CANDIDATES if greedy else 24)
 
 
+@register_proposer("bayesian")
 class BayesianProposer(Proposer):
     """Model-based proposals from Optuna (TPE or GP), warm-started from every trial run.
 
@@ -84,16 +87,17 @@ class BayesianProposer(Proposer):
         names = self.searched(ctx)
         ids = set(view.ids)
         if self._optuna is None or names != self._names or not self._seen <= ids:
-            direction = "maximize" if self.study.mode == "max" else "minimize"
-            self._optuna = optuna.create_study(direction=direction)
+            # told sign × metric, so the study maximises whatever the metric's direction
+            self._optuna = optuna.create_study(direction="maximize")
             self._names, self._seen = names, set()
         dists = distributions_for(self.study.search_space, names)
+        signed = view.signed_values()
         new = []
         for i, eid in enumerate(view.ids):
             if eid in self._seen:
                 continue
             if view.completed[i]:
-                state, value = TrialState.COMPLETE, float(view.values[i])
+                state, value = TrialState.COMPLETE, float(signed[i])
             elif view.failed[i]:
                 state, value = TrialState.FAIL, None
             else:  # cancelled, or completed without the metric: carries no evidence

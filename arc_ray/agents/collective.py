@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arc_ray.agents.base import AgentContext
 from arc_ray.agents.director import Director
-from arc_ray.agents.registry import build_agents
+from arc_ray.agents.registry import FIXED_ROLES, applicable
+from arc_ray.agents.roster import build_agents
 from arc_ray.agents.voting import Ballot, tally
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError, Violation
 from arc_ray.records import (
     Decision,
-    DecisionOutcome,
     HistorySummary,
     Prediction,
     Proposal,
@@ -37,8 +37,6 @@ from arc_ray.records import (
 from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-FIXED_ROLES = ("director", "critic", "supervisor")
 
 
 class CycleDecision(BaseModel):
@@ -115,7 +113,7 @@ class Collective:
             and ``supervisor`` are required roles; ``critic`` is the world-model voter;
             every other name is a proposer (asked to propose when the director's quota
             for it is above zero) and every agent but the supervisor votes. Default:
-            :func:`~arc_ray.agents.registry.build_agents` for the study.
+            :func:`~arc_ray.agents.roster.build_agents` for the study.
         timeout_s: longest wait for any phase's actor calls; an agent that does not
             answer in time loses that phase's contribution.
 
@@ -132,17 +130,10 @@ class Collective:
             raise ConfigValidationError([Violation("agents", sorted(self.agents), f"missing the {r!r} role")
                                          for r in missing])
         self.timeout_s = timeout_s
-        self._gen: ExperimentConfigGenerator | None = None
 
     @property
     def proposer_names(self) -> list[str]:
         return [n for n in self.agents if n not in FIXED_ROLES]
-
-    def _generator(self, summary: HistorySummary) -> ExperimentConfigGenerator:
-        if self._gen is None:
-            self._gen = ExperimentConfigGenerator(self.study)
-        self._gen.set_constraints([c for c in summary.constraints if c.source != "declared"])
-        return self._gen
 
     # -------------------------------------------------------------------- decide
 
@@ -165,7 +156,8 @@ class Collective:
         strategy = self._plan(summary, cycle_id)
         timings["plan"] = time.perf_counter() - t0
         ctx = AgentContext(study=self.study, cycle_id=cycle_id, summary=summary, strategy=strategy, trials=trials)
-        ctx.history()  # computed once here and carried to every agent
+        ctx.history()  # computed once here and carried to every agent, like the generator
+        ctx.config_generator()
         decisions: list[Decision] = []
 
         t = time.perf_counter()
@@ -201,7 +193,7 @@ class Collective:
             return value.model_copy(update={"cycle_id": cycle_id})
         why = _short(call.error) if call.error else f"returned {type(value).__name__}, not a Strategy"
         logger.error("director failed (%s); exploring with the default quotas", why)
-        quotas = Director(self.study).quotas(StrategyMode.EXPLORE)
+        quotas = Director(self.study, applicable=applicable(self.study)).quotas(StrategyMode.EXPLORE)
         return Strategy(mode=StrategyMode.EXPLORE, reason=f"director failed ({why}); exploring",
                         quotas=quotas, cycle_id=cycle_id)
 
@@ -212,7 +204,7 @@ class Collective:
             logger.warning("the strategy gives quotas to agents the collective lacks: %s", unknown)
         ctxs = {n: ctx.model_copy(update={"quota": strategy.quotas[n]}) for n in names}
         calls = _finish([_start(self.agents[n], "propose", ctxs[n]) for n in names], self.timeout_s)
-        gen = self._generator(ctx.summary)
+        gen = ctx.config_generator()
         run_ids = set(ctx.history().ids)
         used: set[str] = set()
         accepted: list[Proposal] = []
@@ -226,8 +218,8 @@ class Collective:
         cycle = ctx.cycle_id
 
         def reject(eid: str, reason: str, proposal: Proposal | None = None, by: str = "collective") -> None:
-            decisions.append(Decision(experiment_id=eid, cycle_id=cycle, outcome=DecisionOutcome.REJECTED,
-                                      decided_by=by, reason=reason, proposal=proposal))
+            decisions.append(Decision.rejected(eid, cycle_id=cycle, decided_by=by, reason=reason,
+                                               proposal=proposal))
 
         prefix = f"c{cycle:04d}-{name}"[:56]
         if call.error is not None:
@@ -325,8 +317,7 @@ class Collective:
             d = got.get(eid)
             if d is None:
                 reason = ("supervisor failed: " + (_short(call.error) if call.error else "no decision returned"))
-                d = Decision(experiment_id=eid, cycle_id=ctx.cycle_id, outcome=DecisionOutcome.VETOED,
-                             decided_by="collective", reason=reason, proposal=b.proposal, votes=b.votes,
-                             weighted_score=b.weighted_score, prediction=b.proposal.predicted, rank=b.rank)
+                d = Decision.vetoed(b.proposal, cycle_id=ctx.cycle_id, decided_by="collective", reason=reason,
+                                    votes=b.votes, weighted_score=b.weighted_score, rank=b.rank)
             out.append(d)
         return out

@@ -9,8 +9,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from arc_ray.agents.base import Agent, AgentContext, risk_cap, world_model_for
+from arc_ray.historian.schema import EXPERIMENT_ID
 from arc_ray.records import Prediction, Proposal, Vote
-from arc_ray.study import StudyConfig, flatten_config
+from arc_ray.space import flatten_config
+from arc_ray.study import StudyConfig
 
 if TYPE_CHECKING:
     from arc_ray.world_model import WorldModel
@@ -55,7 +57,7 @@ class Critic(Agent):
         """
         t = ctx.trials
         n = t.num_rows
-        first = str(t.column("experiment_id")[0]) if n and "experiment_id" in t.column_names else None
+        first = str(t.column(EXPERIMENT_ID)[0]) if n and EXPERIMENT_ID in t.column_names else None
         rows, was_first = self._fitted_on
         stale = (self._model is None or first != was_first or n < rows
                  or n - rows >= max(1.0, REFIT_GROWTH * rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 
@@ -12,7 +12,8 @@ from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import Agent, AgentContext, risk_cap
 from arc_ray.agents.explorer import novelty_score
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
+from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,21 @@ class Director(Agent):
        cycles, then explore;
     4. the last cycle improved the best by at least ``exploit_threshold`` → exploit;
     5. otherwise explore.
+
+    Args:
+        study: the study.
+        name: its name in the collective.
+        applicable: the enabled proposers that have something to propose in the study
+            (``arc_ray.agents.registry.applicable``); the others get no quota. None:
+            every enabled proposer.
     """
 
     name = "director"
+
+    def __init__(self, study: StudyConfig, name: str | None = None,
+                 applicable: Collection[str] | None = None) -> None:
+        super().__init__(study, name)
+        self.applicable = set(study.proposers.enabled if applicable is None else applicable)
 
     def plan(self, summary: HistorySummary, cycle_id: int | None = None) -> Strategy:
         """The strategy for the next cycle, with the reason in words and per-proposer quotas."""
@@ -93,11 +106,9 @@ class Director(Agent):
 
     def quotas(self, mode: StrategyMode) -> dict[str, int]:
         """How many proposals each enabled proposer makes in ``mode``."""
-        from arc_ray.agents.registry import applicable  # the registry imports this module
-
         mix = MODE_MIX[mode]
         enabled = self.study.proposers.enabled
-        useful = applicable(self.study)
+        useful = self.applicable
         weights = {n: mix.get(n, _OTHER_WEIGHT) if n in useful else 0.0 for n in enabled}
         if not any(w > 0 for w in weights.values()):  # e.g. only "recovery" enabled, explore mode
             weights = {n: 1.0 if n in useful else 0.0 for n in enabled}
@@ -128,8 +139,7 @@ class Director(Agent):
             for p, x in zip(proposals, points):
                 pred = p.predicted
                 if pred is not None and not pred.is_prior and ctx.summary.best_value is not None:
-                    gap = pred.mean - ctx.summary.best_value
-                    gap = gap if ctx.study.mode == "max" else -gap
+                    gap = ctx.study.sign * (pred.mean - ctx.summary.best_value)
                     z = gap / max(pred.std, 1e-9)
                     score = float(0.5 * (1 + math.erf(z / math.sqrt(2))))  # P(beats best) under the model
                     why = f"exploit: P(beats best {ctx.summary.best_value:.4g}) ≈ {score:.2f}"

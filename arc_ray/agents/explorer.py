@@ -9,8 +9,9 @@ from scipy.stats import qmc
 
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import AgentContext, Proposer, describe_config, world_model_for
+from arc_ray.agents.registry import register_proposer
 from arc_ray.records import Proposal, ProposalType
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def novelty_score(d: float, min_distance: float) -> float:
     return float(np.clip(0.5 + (d - md) / (8 * md), 0.0, 1.0))
 
 
+@register_proposer("explorer")
 class ExplorerProposer(Proposer):
     """Sobol (scrambled, seeded by cycle) candidates in the unit cube of the searched
     parameters; keeps only those at least ``proposers.min_distance`` (RMS unit-cube

@@ -10,8 +10,9 @@ import numpy as np
 from arc_ray.agents._constraints import BATCH_LEAVES, smaller_values
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import AgentContext, Proposer, describe_config
+from arc_ray.agents.registry import register_proposer
 from arc_ray.records import Proposal, ProposalType, RiskLevel, StrategyMode
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def _find(names: list[str], leaves: tuple[str, ...]) -> str | None:
     return next((n for n in names if n.rpartition(".")[2].lower() in leaves), None)
 
 
+@register_proposer("recovery")
 class RecoveryProposer(Proposer):
     """Used in recover mode (the director gives it no quota otherwise). Cycles through:
 

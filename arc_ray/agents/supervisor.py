@@ -8,14 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from arc_ray.agents._constraints import BATCH_LEAVES, smaller_values
 from arc_ray.agents._history import HistoryView, nearest_distance, rms_distance
 from arc_ray.agents.base import AgentContext, risk_cap
-from arc_ray.agents._constraints import BATCH_LEAVES, smaller_values
 from arc_ray.agents.voting import Ballot
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError
-from arc_ray.records import Decision, DecisionOutcome, Resources
-from arc_ray.study import StudyConfig, flatten_config
+from arc_ray.records import Decision, Resources
+from arc_ray.space import flatten_config
+from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ class Supervisor:
     3. **duplicates** — a config within ``supervisor.duplicate_tolerance`` (RMS unit-cube
        distance over the searched parameters) of one already run, or of one approved
        earlier in this cycle, is vetoed.
-    4. **budget** — at most ``min(voting.max_approved, budget.trials_per_cycle)`` run per
-       cycle and no more than ``budget.max_trials`` per study; the GPU-hours of a trial
+    4. **budget** — at most ``budget.trials_per_cycle`` run per cycle and no more than
+       ``budget.max_trials`` per study (this is the one place that caps trials to the
+       study's budget; the loop also stops once it is spent); the GPU-hours of a trial
        are estimated from past durations (median) × its GPUs, and a trial that would pass
        ``budget.gpu_hours_per_cycle`` or ``budget.max_gpu_hours`` is vetoed.
 
@@ -53,29 +55,16 @@ class Supervisor:
         self.study = study
         if name is not None:
             self.name = name
-        self._gen: ExperimentConfigGenerator | None = None
-
-    def ping(self) -> str:
-        """Liveness check for actors."""
-        return self.name
 
     def __repr__(self) -> str:
         return f"Supervisor(name={self.name!r}, study={self.study.name!r})"
-
-    def generator(self, ctx: AgentContext) -> ExperimentConfigGenerator:
-        """The config generator, holding the historian's latest learned constraints."""
-        if self._gen is None:
-            self._gen = ExperimentConfigGenerator(self.study)
-        self._gen.set_constraints([c for c in ctx.summary.constraints if c.source != "declared"])
-        return self._gen
 
     # ------------------------------------------------------------------ budget
 
     def trial_cap(self, ctx: AgentContext) -> tuple[int, str]:
         """How many trials may run this cycle, and the binding limit in words."""
-        b, v = self.study.budget, self.study.voting
-        limits = [(v.max_approved, f"voting.max_approved={v.max_approved}"),
-                  (b.trials_per_cycle, f"budget.trials_per_cycle={b.trials_per_cycle}")]
+        b = self.study.budget
+        limits = [(b.trials_per_cycle, f"budget.trials_per_cycle={b.trials_per_cycle}")]
         if b.max_trials is not None:
             left = max(b.max_trials - ctx.summary.n_trials, 0)
             limits.append((left, f"budget.max_trials={b.max_trials} with {ctx.summary.n_trials} run"))
@@ -94,7 +83,7 @@ class Supervisor:
 
     def review(self, ranked: list[Ballot], ctx: AgentContext) -> list[Decision]:
         """Decide every ballot of the ranking (best first). See the class docstring."""
-        gen = self.generator(ctx)
+        gen = ctx.config_generator()
         view = ctx.history()
         s = self.study.supervisor
         cap, cap_why = self.trial_cap(ctx)
@@ -107,13 +96,11 @@ class Supervisor:
         decisions: list[Decision] = []
         for ballot in ranked:
             p = ballot.proposal
-            common: dict[str, Any] = dict(experiment_id=p.experiment_id, cycle_id=ctx.cycle_id,
-                                          decided_by=self.name, proposal=p, votes=ballot.votes,
-                                          weighted_score=ballot.weighted_score, prediction=p.predicted,
-                                          rank=ballot.rank)
+            common: dict[str, Any] = dict(cycle_id=ctx.cycle_id, decided_by=self.name, votes=ballot.votes,
+                                          weighted_score=ballot.weighted_score, rank=ballot.rank)
 
             def veto(reason: str) -> None:
-                decisions.append(Decision(outcome=DecisionOutcome.VETOED, reason=reason, **common))
+                decisions.append(Decision.vetoed(p, reason=reason, **common))
 
             if len(taken) >= cap:
                 veto(f"over budget: {len(taken)} trials already approved this cycle ({cap_why})")
@@ -147,7 +134,7 @@ class Supervisor:
                     veto(f"predicted P(fail) {risk:.2f} is above the risk cap {max_risk:.2f}"
                          + (f" (nearby failures: {cls})" if cls else ""))
                     continue
-                fixed = self._smaller_batch_until_valid(changes, gen, force=True)
+                fixed = self._smaller_batch_until_valid(changes, gen)
                 if fixed is not None:
                     changes, config, note = fixed
                     repair.update({k: changes[k] for k in changes if k.rpartition(".")[2] in BATCH_LEAVES})
@@ -187,9 +174,10 @@ class Supervisor:
                     veto(f"over budget: ~{gpu_h:.2f} GPU-h would pass the study's remaining "
                          f"{max(study_left - cycle_gpu_h, 0):.2f} (budget.max_gpu_hours={b.max_gpu_hours:g})")
                     continue
-            # approve (the config on disk is what runs)
+            # approve (the config on disk is what runs; it was validated above)
+            final = {**config, "experiment_id": p.experiment_id}
             try:
-                final = gen.generate_config(p.experiment_id, {"changes": changes})
+                gen.write_config(p.experiment_id, final)
             except (ConfigValidationError, OSError) as exc:
                 veto(f"could not write the config: {exc}")
                 continue
@@ -197,11 +185,14 @@ class Supervisor:
             taken.append((p.experiment_id, x))
             cost = "unknown GPU-h (no duration yet)" if gpu_h is None else f"~{gpu_h:.2f} GPU-h"
             risk_txt = "no risk forecast" if risk is None else f"P(fail) {risk:.2f}"
-            outcome = DecisionOutcome.REPAIRED if (repair or notes) else DecisionOutcome.APPROVED
             reason = (f"rank {ballot.rank}: {ballot.summary()}; {risk_txt}; {cost}"
                       + (f"; repaired: {'; '.join(notes)}" if notes else ""))
-            decisions.append(Decision(outcome=outcome, reason=reason, repair=repair, config=final,
-                                      resources=resources, **common))
+            if repair or notes:
+                decisions.append(Decision.repaired(p, reason=reason, config=final, repair=repair,
+                                                   resources=resources, **common))
+            else:
+                decisions.append(Decision.approved(p, reason=reason, config=final, resources=resources,
+                                                   **common))
         return decisions
 
     # ------------------------------------------------------------------ repairs
@@ -210,12 +201,12 @@ class Supervisor:
         return next((n for n in self.study.search_space.names
                      if n.rpartition(".")[2] in BATCH_LEAVES and n not in self.study.proposers.exclude), None)
 
-    def _smaller_batch_until_valid(self, changes: dict[str, Any], gen: ExperimentConfigGenerator,
-                                   force: bool = False) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+    def _smaller_batch_until_valid(self, changes: dict[str, Any], gen: ExperimentConfigGenerator
+                                   ) -> tuple[dict[str, Any], dict[str, Any], str] | None:
         """The changes with the largest smaller batch size that validates, or None.
 
-        Without ``force`` only used when the config is invalid; with it, the next smaller
-        batch is taken even though the current one validates (a predicted OOM).
+        Used when the config is invalid, and when it is valid but predicted to run out
+        of memory: either way the next smaller batch is what is tried.
         """
         name = self._batch_param()
         if name is None:

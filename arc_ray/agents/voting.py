@@ -1,4 +1,8 @@
-"""The democratic vote: weighted approval against a quorum, ranked by weighted score."""
+"""The democratic vote: weighted approval against a quorum, ranked by weighted score.
+
+How many of the ranked proposals may run is not the vote's to say: the supervisor
+applies ``budget.trials_per_cycle`` with the study's other budgets.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from arc_ray.records import Decision, DecisionOutcome, Proposal, Vote
+from arc_ray.records import Decision, Proposal, Vote
 from arc_ray.study import VotingSettings
 
 
@@ -35,12 +39,6 @@ class Tally(BaseModel):
 
     ranked: list[Ballot] = Field(default_factory=list)  # quorum reached, best first
     rejected: list[Decision] = Field(default_factory=list)  # quorum missed, or no votes
-    max_approved: int = 1
-
-    @property
-    def approved(self) -> list[Ballot]:
-        """The top ``max_approved`` of the ranking: what may run this cycle."""
-        return self.ranked[: self.max_approved]
 
 
 def weight_of(agent: str, settings: VotingSettings) -> float:
@@ -59,8 +57,8 @@ def tally(proposals: Iterable[Proposal], votes: Iterable[Vote], settings: Voting
     vote of an agent on a proposal counts; votes on unknown proposals are ignored.
 
     Returns:
-        the ranking (all proposals that reached the quorum; :attr:`Tally.approved` cuts it
-        at ``max_approved``) and a ``rejected`` decision for each of the others.
+        the ranking (all proposals that reached the quorum) and a ``rejected`` decision
+        for each of the others.
     """
     by_id: dict[str, Ballot] = {}
     for p in proposals:
@@ -87,12 +85,10 @@ def tally(proposals: Iterable[Proposal], votes: Iterable[Vote], settings: Voting
     ranked.sort(key=lambda b: (-round(b.weighted_score, 12), -round(b.approval, 12), b.proposal.experiment_id))
     for i, ballot in enumerate(ranked, start=1):
         ballot.rank = i
-    return Tally(ranked=ranked, rejected=rejected, max_approved=settings.max_approved)
+    return Tally(ranked=ranked, rejected=rejected)
 
 
 def _reject(ballot: Ballot, cycle_id: int, reason: str) -> Decision:
-    return Decision(experiment_id=ballot.proposal.experiment_id, cycle_id=cycle_id,
-                    outcome=DecisionOutcome.REJECTED, decided_by="vote", reason=reason,
-                    proposal=ballot.proposal, votes=ballot.votes,
-                    weighted_score=ballot.weighted_score if ballot.votes else None,
-                    prediction=ballot.proposal.predicted)
+    return Decision.rejected(ballot.proposal.experiment_id, cycle_id=cycle_id, decided_by="vote",
+                             reason=reason, proposal=ballot.proposal, votes=ballot.votes,
+                             weighted_score=ballot.weighted_score if ballot.votes else None)

@@ -39,12 +39,15 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
+from arc_ray.errors import HistoryError
 from arc_ray.records import Constraint, CycleReport, Decision, Resources, TrialResult
-from arc_ray.study import flatten_config
+from arc_ray.space import flatten_config
 
 # Column names. Code outside this module names columns through these constants only,
 # so a column is renamed (or grepped for) in one place.
@@ -280,3 +283,110 @@ __all__ = [
     "constraints_to_table", "cycle_to_table", "decisions_to_table", "trials_to_table",
     "typed_column",
 ]
+
+
+# ------------------------------------------------------------------ reading trials back
+
+ENDED_AT = "ended_at"  # trials: unix seconds; orders rows by recency
+
+
+@dataclass
+class DecodedTrials:
+    """The columns of a trials table that the planners read, decoded once.
+
+    One entry per row. The agents' :class:`~arc_ray.agents._history.HistoryView` and
+    the world model's encoding both build on this, so the table is read one way.
+    """
+
+    ids: list[str]  # experiment_id ("row<i>" where the column is missing)
+    status: np.ndarray  # object: upper-case status, "" where null
+    values: np.ndarray  # float: the metric; NaN where missing or not finite
+    config: dict[str, list[Any]]  # searched name → raw values; None where a row has none
+    error_class: list[str | None]
+    duration_s: np.ndarray  # float; NaN where missing
+    order: np.ndarray  # float: larger = more recent (ended_at, else cycle_id, else row)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def decode_trials(table: pa.Table, names: Sequence[str], metric: str,
+                  default_status: str | None = None) -> DecodedTrials:
+    """Decode status, the searched parameters, the metric and recency out of a trials table.
+
+    A parameter is read from its ``config.<name>`` column; a row whose column is missing
+    or null falls back to the row's ``config_json``.
+
+    Args:
+        table: the trials table (any subset of its columns; may be empty).
+        names: the searched parameters (dotted) to read.
+        metric: the study metric (column ``metric.<metric>``).
+        default_status: the status of every row when the table has no ``status``
+            column; None makes that an error.
+
+    Raises:
+        HistoryError: rows but no ``status`` column (and no ``default_status``), or a
+            ``config_json`` that is needed and is not a JSON object.
+    """
+    n = table.num_rows
+    cols = set(table.column_names)
+
+    def floats(name: str) -> np.ndarray:
+        if name not in cols:
+            return np.full(n, np.nan)
+        out = np.array([np.nan if v is None else float(v) for v in table.column(name).to_pylist()], dtype=float)
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    ids = [str(x) for x in table.column(EXPERIMENT_ID).to_pylist()] if EXPERIMENT_ID in cols \
+        else [f"row{i}" for i in range(n)]
+    if STATUS in cols:
+        status = np.array([str(s).upper() if s is not None else "" for s in table.column(STATUS).to_pylist()],
+                          dtype=object)
+    elif n and default_status is None:
+        raise HistoryError("the trials table has no 'status' column; columns: "
+                           + ", ".join(table.column_names[:20]))
+    else:
+        status = np.full(n, default_status or "", dtype=object)
+    config: dict[str, list[Any]] = {}
+    for name in names:
+        col = CONFIG_PREFIX + name
+        # pandas turns a missing float into NaN; both mean "not in this row's column"
+        config[name] = [None if v != v else v for v in table.column(col).to_pylist()] if col in cols \
+            else [None] * n
+    gaps = [i for i in range(n) if any(config[name][i] is None for name in names)]
+    if gaps and CONFIG_JSON in cols:
+        texts = table.column(CONFIG_JSON).to_pylist()
+        for i in gaps:
+            if not texts[i]:
+                continue
+            flat = _parse_config_json(texts[i], i)
+            for name in names:
+                if config[name][i] is None:
+                    config[name][i] = flat.get(name)
+    error_class = [x if x is None else str(x) for x in table.column(ERROR_CLASS).to_pylist()] \
+        if ERROR_CLASS in cols else [None] * n
+    order = np.arange(n, dtype=float)
+    for col in (ENDED_AT, CYCLE_ID):
+        key = floats(col)
+        if np.isfinite(key).any():
+            # Row position breaks ties (and orders rows with no timestamp first).
+            key = np.where(np.isfinite(key), key, np.nanmin(key) - 1)
+            order = np.lexsort((np.arange(n), key)).argsort().astype(float)
+            break
+    return DecodedTrials(ids=ids, status=status, values=floats(METRIC_PREFIX + metric), config=config,
+                         error_class=error_class, duration_s=floats(DURATION_S), order=order)
+
+
+def _parse_config_json(text: Any, row: int) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise HistoryError(f"trial row {row}: config_json is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HistoryError(f"trial row {row}: config_json is not a JSON object")
+    return flatten_config(data)
+
+
+__all__ += ["ENDED_AT", "DecodedTrials", "decode_trials"]

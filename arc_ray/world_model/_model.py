@@ -13,8 +13,9 @@ runs on a CPU inside a Ray actor: scikit-learn is already a dependency, fits thi
 in about a second with NumPy/LAPACK, pickles cleanly across Ray, and needs no torch
 graph or GPU; BoTorch's strengths (batch acquisition optimisation on the GPU, exotic
 kernels, priors on hyperparameters) are not what the critic needs. Inputs are the
-study's search space encoded by :class:`arc_ray._encoding.SpaceEncoder` (log-aware unit
-scale, categoricals one-hot, numeric categoricals by rank).
+study's search space encoded by :class:`~arc_ray.world_model._encoding.SpaceEncoder` (the
+search space's unit cube, :func:`arc_ray.space.unit_array`, with unordered categoricals
+one-hot).
 
 Predicted ``std`` is that of the *outcome* of running the config, so it includes the
 fitted noise: a 90 % interval should hold 90 % of fresh results. With tens of trials,
@@ -35,7 +36,7 @@ settle with far fewer points; conditioning on the whole subset is one Cholesky
 factorisation. On 500 trials of the fundus space this is 5x faster than fitting on all
 of them, with the same ranks and coverage (``benchmarks/bench_world_model.py``).
 
-**Failure risk.** :class:`arc_ray._failure.FailureEstimate`: a kernel-weighted
+**Failure risk.** :class:`~arc_ray.world_model._failure.FailureEstimate`: a kernel-weighted
 Beta–Bernoulli estimate over completed and failed trials, with one bandwidth per
 parameter chosen by leave-one-out likelihood and a prior at the history's (shrunk)
 failure rate, so with few failures it stays near the base rate and a config close to
@@ -46,8 +47,9 @@ history at all it returns the base rate.
 a finite metric, the model does not fit a GP: it predicts the prior (the mean of the
 known values, else ``baseline_metric``; a wide std), sets ``is_prior`` and logs why.
 
-Direction: acquisition helpers return scores where higher is better in both modes; for
-``mode="min"`` an improvement is a *lower* metric.
+Direction: ``fit`` takes the study's ``sign`` (``StudyConfig.sign``: +1 maximise, -1
+minimise) and holds it; acquisition helpers return scores where higher is better in both
+directions, so for a minimised metric an improvement is a *lower* value.
 """
 
 from __future__ import annotations
@@ -68,11 +70,11 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
 
-from arc_ray._encoding import COMPLETED, FAILED, SpaceEncoder, read_trials, trials_table_from_records
-from arc_ray._failure import FailureEstimate
+from arc_ray.world_model._encoding import COMPLETED, FAILED, SpaceEncoder, read_trials
+from arc_ray.world_model._failure import FailureEstimate
 from arc_ray.errors import ArcError, ConfigValidationError, Violation
 from arc_ray.records import Prediction
-from arc_ray.study import SearchSpace, flatten_config
+from arc_ray.space import SearchSpace, flatten_config
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -163,7 +165,7 @@ class WorldModel:
         self.std_scale = 1.0
         self.fit_rows = np.empty(0, dtype=int)
         self.metric: str | None = None
-        self.mode: str | None = None
+        self.sign = 1.0  # +1: the metric is maximised; -1: minimised
         self._encoder: SpaceEncoder | None = None
         self._fill: np.ndarray | None = None
         self._gp: GaussianProcessRegressor | None = None
@@ -173,7 +175,7 @@ class WorldModel:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, trials_table: pa.Table | Any, space: SearchSpace, metric: str, mode: str,
+    def fit(self, trials_table: pa.Table | Any, space: SearchSpace, metric: str, sign: float,
             baseline_metric: float | None = None, *,
             baseline_config: Mapping[str, Any] | None = None) -> WorldModel:
         """Learn the metric and the failure risk from the study's history.
@@ -187,7 +189,8 @@ class WorldModel:
                 other statuses (CANCELLED) are ignored.
             space: the study's search space.
             metric: the metric forecast.
-            mode: ``"max"`` or ``"min"``.
+            sign: the study's direction, ``StudyConfig.sign``: ``+1.0`` when the
+                metric is maximised, ``-1.0`` when minimised.
             baseline_metric: the baseline's metric, if known: the prior mean when no
                 trial completed, and the incumbent when none improved on it.
             baseline_config: the study's baseline (nested or flat); a parameter a
@@ -198,19 +201,19 @@ class WorldModel:
             ``self``.
 
         Raises:
-            ConfigValidationError: ``space``, ``metric``, ``mode`` or
+            ConfigValidationError: ``space``, ``metric``, ``sign`` or
                 ``baseline_metric`` is not usable.
             HistoryError: the table is not a table, has rows but no ``status``
                 column, or holds a ``config_json`` that is not a JSON object.
         """
         started = time.perf_counter()
         # Everything that can raise comes first, so a bad call leaves the last fit intact.
-        self._check_fit_args(space, metric, mode, baseline_metric)
+        self._check_fit_args(space, metric, sign, baseline_metric)
         encoder = SpaceEncoder(space)
         rows = read_trials(trials_table, encoder, metric)
         fill = self._fill_vector(encoder, rows.X, baseline_config)
 
-        self._encoder, self._fill, self.metric, self.mode = encoder, fill, metric, mode
+        self._encoder, self._fill, self.metric, self.sign = encoder, fill, metric, float(sign)
         X = self._impute(rows.X)
         completed = rows.status == COMPLETED
         failed = rows.status == FAILED
@@ -220,8 +223,8 @@ class WorldModel:
         y_obs = rows.y[observed]
         self.best = None if baseline_metric is None else float(baseline_metric)
         if len(y_obs):
-            seen = float(y_obs.max() if mode == "max" else y_obs.min())
-            if self.best is None or self._better(seen, self.best):
+            seen = float(y_obs[np.argmax(self.sign * y_obs)])
+            if self.best is None or self.sign * seen > self.sign * self.best:
                 self.best = seen
 
         with self._blas_limit():
@@ -255,14 +258,14 @@ class WorldModel:
         return threadpool_limits(limits=self.blas_threads, user_api="blas")
 
     @staticmethod
-    def _check_fit_args(space: Any, metric: Any, mode: Any, baseline_metric: Any) -> None:
+    def _check_fit_args(space: Any, metric: Any, sign: Any, baseline_metric: Any) -> None:
         violations = []
         if not isinstance(space, SearchSpace):
             violations.append(Violation("space", type(space).__name__, "expected a SearchSpace"))
         if not isinstance(metric, str) or not metric:
             violations.append(Violation("metric", metric, "expected a metric name"))
-        if mode not in ("max", "min"):
-            violations.append(Violation("mode", mode, "expected 'max' or 'min'"))
+        if isinstance(sign, bool) or sign not in (1.0, -1.0):
+            violations.append(Violation("sign", sign, "expected +1.0 (maximise) or -1.0 (minimise)"))
         if baseline_metric is not None and not (
                 isinstance(baseline_metric, (int, float)) and math.isfinite(baseline_metric)):
             violations.append(Violation("baseline_metric", baseline_metric,
@@ -306,7 +309,7 @@ class WorldModel:
         if n <= self.max_fit_size:
             return np.arange(n)
         n_best = self.max_fit_size // 4
-        ranked = np.argsort(-y if self.mode == "max" else y, kind="stable")
+        ranked = np.argsort(-self.sign * y, kind="stable")
         chosen = set(ranked[:n_best].tolist())
         for i in np.argsort(-order, kind="stable"):
             if len(chosen) >= self.max_fit_size:
@@ -436,14 +439,10 @@ class WorldModel:
 
     # -------------------------------------------------------------- acquisitions
 
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
-
     def _improvement(self, mean: np.ndarray, best: float | None, xi: float) -> np.ndarray:
         if best is None:
             best = self.best if self.best is not None else self._prior_mean
-        sign = 1.0 if self.mode == "max" else -1.0
-        return sign * (mean - best) - xi
+        return self.sign * (mean - best) - xi
 
     def _ei(self, mean: np.ndarray, std: np.ndarray, best: float | None, xi: float) -> np.ndarray:
         imp = self._improvement(mean, best, xi)
@@ -472,11 +471,11 @@ class WorldModel:
     def upper_confidence_bound(self, configs: Sequence[Mapping[str, Any]], beta: float = 2.0) -> np.ndarray:
         """Optimistic score ``mean + beta·std`` in the study's direction.
 
-        For ``mode="min"`` this is ``-(mean - beta·std)``: the negated lower bound, so
-        higher is better in both modes.
+        For a minimised metric this is ``-(mean - beta·std)``: the negated lower bound, so
+        higher is better in both directions.
         """
         mean, std = self.predict_mean_std(configs)
-        return mean + beta * std if self.mode == "max" else -(mean - beta * std)
+        return self.sign * mean + beta * std
 
 
 def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: Any, *,
@@ -487,4 +486,4 @@ def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: Any, *,
     return result.x, float(result.fun)
 
 
-__all__ = ["WorldModel", "WorldModelNotFittedError", "trials_table_from_records"]
+__all__ = ["WorldModel", "WorldModelNotFittedError"]
