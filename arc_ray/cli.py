@@ -261,7 +261,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
           f"{recover_cycles_without_improvement(study, rows)}", file=out)
     if s.failures_by_class:
         print("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(s.failures_by_class.items())), file=out)
-    learned = [c for c in s.constraints if c.source != "declared"]
+    learned = s.learned_constraints()
     print(f"learned constraints: {len(learned) or 'none'}", file=out)
     for c in learned:
         print(f"  - {c.id}: {c.describe()} ({c.reason})", file=out)

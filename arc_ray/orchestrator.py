@@ -44,7 +44,7 @@ from arc_ray.records import (
     StopReason,
     TrialResult,
 )
-from arc_ray.stopping import check_stop, limit_to_trial_budget, recover_cycles_without_improvement
+from arc_ray.stopping import check_stop, recover_cycles_without_improvement
 
 if TYPE_CHECKING:
     from arc_ray.executor import Executor
@@ -286,7 +286,7 @@ class Orchestrator:
         self._note_history(summary)
         t1 = time.perf_counter()
         decided = self.collective.decide(cycle_id, summary, trials)
-        decisions = limit_to_trial_budget(list(decided.decisions), self.study.budget.max_trials, summary.n_trials)
+        decisions = list(decided.decisions)  # the supervisor already capped them to budget.max_trials
         t2 = time.perf_counter()
         self._emit(cycle_id, "decided", message=count_outcomes(decisions))
         self._save_strategy(cycle_id, decided.strategy)
@@ -591,6 +591,5 @@ __all__ = [
     "RunReport",
     "StopReason",
     "check_stop",
-    "limit_to_trial_budget",
     "recover_cycles_without_improvement",
 ]

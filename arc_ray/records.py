@@ -394,6 +394,10 @@ class HistorySummary(_Record):
     gpu_hours_used: float = 0.0
     mean_trial_duration_s: float | None = None
 
+    def learned_constraints(self) -> list[Constraint]:
+        """The constraints learned from failures (the study's declared ones left out)."""
+        return [c for c in self.constraints if c.source != "declared"]
+
 
 class IntegrationSummary(_Record):
     """What one ``integrate_experiment_results`` call changed."""

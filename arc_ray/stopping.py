@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from arc_ray.historian.schema import BEST_VALUE, MODE, OFFLINE
-from arc_ray.records import Decision, DecisionOutcome, HistorySummary, StopReason, StrategyMode
+from arc_ray.records import HistorySummary, StopReason, StrategyMode
 
 if TYPE_CHECKING:
     from arc_ray.study import StudyConfig
@@ -76,32 +76,4 @@ def check_stop(study: "StudyConfig", summary: HistorySummary,
     return None
 
 
-def limit_to_trial_budget(decisions: list[Decision], max_trials: int | None,
-                          n_trials: int) -> list[Decision]:
-    """Veto, in order, the decisions to run beyond what is left of ``max_trials``.
-
-    Args:
-        decisions: the cycle's decisions, best ranked first.
-        max_trials: the study's ``budget.max_trials`` (``None``: no limit).
-        n_trials: trials already in the history.
-
-    Returns:
-        the decisions, those over the budget turned into vetoes by ``budget``.
-    """
-    if max_trials is None:
-        return decisions
-    left = max(max_trials - n_trials, 0)
-    out = []
-    for d in decisions:
-        if d.outcome.runs():
-            if left <= 0:
-                d = d.model_copy(update={
-                    "outcome": DecisionOutcome.VETOED, "decided_by": "budget",
-                    "reason": f"the study's budget of {max_trials} trials is spent (was: {d.reason})"})
-            else:
-                left -= 1
-        out.append(d)
-    return out
-
-
-__all__ = ["check_stop", "limit_to_trial_budget", "recover_cycles_without_improvement"]
+__all__ = ["check_stop", "recover_cycles_without_improvement"]

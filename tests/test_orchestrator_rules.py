@@ -1,4 +1,4 @@
-"""The loop's rules: stop rules and trial budget (arc_ray.stopping, re-exported by the
+"""The loop's rules: stop rules (arc_ray.stopping, re-exported by the
 orchestrator), and results read back from the history for a resumed cycle."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import pytest
 from arc_ray.orchestrator import (
     StopReason,
     check_stop,
-    limit_to_trial_budget,
     recover_cycles_without_improvement,
 )
-from arc_ray.records import Decision, DecisionOutcome, HistorySummary, JobStatus
+from arc_ray.records import HistorySummary, JobStatus
 from test_report import seed_history
 
 
@@ -64,20 +63,6 @@ def test_recover_cycles_without_improvement(toy_study):
     assert recover_cycles_without_improvement(toy_study, nothing_yet) == 3
     study_min = toy_study.model_copy(update={"mode": "min"})
     assert recover_cycles_without_improvement(study_min, rows(("recover", 0.5), ("recover", 0.4))) == 0
-
-
-def _decision(i, outcome=DecisionOutcome.APPROVED):
-    return Decision(experiment_id=f"e{i}", cycle_id=1, outcome=outcome, decided_by="supervisor", reason="ok")
-
-
-def test_trial_budget_vetoes_the_excess_in_rank_order():
-    ds = [_decision(0), _decision(1, DecisionOutcome.VETOED), _decision(2, DecisionOutcome.REPAIRED),
-          _decision(3)]
-    out = limit_to_trial_budget(ds, max_trials=10, n_trials=8)
-    assert [d.outcome for d in out] == [DecisionOutcome.APPROVED, DecisionOutcome.VETOED,
-                                        DecisionOutcome.REPAIRED, DecisionOutcome.VETOED]
-    assert out[3].decided_by == "budget" and "budget of 10 trials" in out[3].reason
-    assert limit_to_trial_budget(ds, None, 100) == ds
 
 
 def test_results_read_back_from_the_history(toy_study):

@@ -1,7 +1,8 @@
 """The constraints agents plan with, and moving a config out of their forbidden regions.
 
-:func:`learned_constraints` is the one view of what the historian learned (its summary
-also lists the study's declared constraints, which the study itself holds).
+What the historian learned is one view, :meth:`HistorySummary.learned_constraints
+<arc_ray.records.HistorySummary.learned_constraints>` (its summary also lists the study's
+declared constraints, which the study itself holds).
 
 Proposers sample without knowing the constraints; rather than throw a forbidden sample
 away, they move it just outside the region: a single-parameter bound is crossed by a
@@ -13,16 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from arc_ray.records import Constraint, HistorySummary
+from arc_ray.records import Constraint
 from arc_ray.space import ParamSpec, SearchSpace
 
 BATCH_LEAVES = ("batch_size",)
 _STEPS = (0.01, 0.03, 0.1)  # unit-cube margins tried beyond a bound
-
-
-def learned_constraints(summary: HistorySummary) -> list[Constraint]:
-    """The constraints the historian learned from failures (the summary's declared ones excluded)."""
-    return [c for c in summary.constraints if c.source != "declared"]
 
 
 def smaller_values(spec: ParamSpec, value: Any) -> list[Any]:

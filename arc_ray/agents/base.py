@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from arc_ray.agents._constraints import learned_constraints, project_out
+from arc_ray.agents._constraints import project_out
 from arc_ray.agents._history import HistoryView
 from arc_ray.configgen import ExperimentConfigGenerator
 from arc_ray.errors import ConfigValidationError
@@ -57,7 +57,7 @@ class AgentContext(BaseModel):
         proposer and the supervisor judge a config by the same rules in a cycle.
         """
         if self._generator is None:
-            self._generator = ExperimentConfigGenerator(self.study, constraints=learned_constraints(self.summary))
+            self._generator = ExperimentConfigGenerator(self.study, constraints=self.summary.learned_constraints())
         return self._generator
 
 

@@ -58,17 +58,17 @@ class TuneRun:
         uri: the experiment folder (local path or URI).
         jobs: this run's jobs by experiment id (shared with the executor).
         cond: the executor's condition; every change happens under it and notifies it.
-        metric, mode: the study's metric and direction (best epoch, ASHA).
+        metric, sign: the study's metric and direction (``StudyConfig.sign``), for the best epoch.
         timeout_s: the per-trial wall-clock limit, or ``None``.
     """
 
     def __init__(self, token: str, cycle_id: int, name: str, uri: str, jobs: dict[str, JobState],
-                 cond: threading.Condition, metric: str, mode: str, timeout_s: float | None) -> None:
+                 cond: threading.Condition, metric: str, sign: float, timeout_s: float | None) -> None:
         self.token, self.cycle_id, self.name, self.uri = token, cycle_id, name, uri
         self.store = RunStore(uri)
         self.jobs = jobs
         self.cond = cond
-        self.metric, self.mode, self.timeout_s = metric, mode, timeout_s
+        self.metric, self.sign, self.timeout_s = metric, sign, timeout_s
         self.thread: threading.Thread | None = None
         self.fit_error: str | None = None
         self._killed: set[str] = set()
@@ -81,7 +81,7 @@ class TuneRun:
         return self.jobs.get(eid) if eid else None
 
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
+        return self.sign * a > self.sign * b
 
     def _absorb(self, job: JobState, result: dict[str, Any]) -> None:
         """Take in one Tune result: the wrapper's failure report, or the trainable's metrics."""

@@ -207,7 +207,7 @@ class TrainingExecutor(Executor):
         from arc_ray.executor._tune_monitor import TuneRun, register_run
 
         run = TuneRun(token, cycle_id, name, uri, jobs, self._cond, metric=self.study.metric,
-                      mode=self.study.mode, timeout_s=self.study.trial_timeout_s)
+                      sign=self.study.sign, timeout_s=self.study.trial_timeout_s)
         with self._cond:
             self._runs[name] = run
             self._jobs.update(jobs)
