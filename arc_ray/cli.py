@@ -282,32 +282,22 @@ def history_frame(study: "StudyConfig", top: int | None) -> Any:
     """The history as a DataFrame, best first (completed by metric, then the rest)."""
     import pandas as pd
 
-    from arc_ray.historian.schema import (
-        CONFIG_PREFIX,
-        CYCLE_ID,
-        DURATION_S,
-        ERROR_CLASS,
-        EXPERIMENT_ID,
-        METRIC_PREFIX,
-        PROPOSAL_TYPE,
-        PROPOSER,
-        STATUS,
-    )
+    from arc_ray.historian import schema
 
     table = _reader(study).trials_table()
     if table.num_rows == 0:
         raise _empty(study)
     df = table.to_pandas()
-    col = METRIC_PREFIX + study.metric
+    col = schema.METRIC_PREFIX + study.metric
     if col not in df.columns:
         df[col] = float("nan")
-    ok = df[STATUS] == "COMPLETED"
+    ok = df[schema.STATUS] == "COMPLETED"
     ranked = df[ok].sort_values(col, ascending=study.mode == "min", kind="stable", na_position="last")
-    df = pd.concat([ranked, df[~ok].sort_values(CYCLE_ID, kind="stable")], ignore_index=True)
-    metrics = [col] + sorted(c for c in df.columns if c.startswith(METRIC_PREFIX) and c != col)
-    configs = [CONFIG_PREFIX + n for n in study.search_space.names if CONFIG_PREFIX + n in df.columns]
-    keep = [EXPERIMENT_ID, CYCLE_ID, STATUS, *metrics, PROPOSER, PROPOSAL_TYPE, DURATION_S, ERROR_CLASS,
-            *configs]
+    df = pd.concat([ranked, df[~ok].sort_values(schema.CYCLE_ID, kind="stable")], ignore_index=True)
+    metrics = [col] + sorted(c for c in df.columns if c.startswith(schema.METRIC_PREFIX) and c != col)
+    configs = [schema.CONFIG_PREFIX + n for n in study.search_space.names if schema.CONFIG_PREFIX + n in df.columns]
+    keep = [schema.EXPERIMENT_ID, schema.CYCLE_ID, schema.STATUS, *metrics, schema.PROPOSER,
+            schema.PROPOSAL_TYPE, schema.DURATION_S, schema.ERROR_CLASS, *configs]
     df = df[[c for c in keep if c in df.columns]]
     return df.head(top) if top else df
 
@@ -316,32 +306,23 @@ def history_table(study: "StudyConfig", df: Any) -> str:
     """The terminal view: rank, id, cycle, status, metric, proposer, time, changes from baseline."""
     import pandas as pd
 
-    from arc_ray.historian.schema import (
-        CONFIG_PREFIX,
-        CYCLE_ID,
-        DURATION_S,
-        ERROR_CLASS,
-        EXPERIMENT_ID,
-        METRIC_PREFIX,
-        PROPOSER,
-        STATUS,
-    )
+    from arc_ray.historian import schema
     from arc_ray.space import flatten_config
 
     base = flatten_config(study.baseline)
-    metric = METRIC_PREFIX + study.metric
+    metric = schema.METRIC_PREFIX + study.metric
     rows = []
     for rank, (_, r) in enumerate(df.iterrows(), 1):
         changes = []
         for name in study.search_space.names:
-            value = r.get(CONFIG_PREFIX + name)
+            value = r.get(schema.CONFIG_PREFIX + name)
             if value is None or (isinstance(value, float) and value != value) or value == base.get(name):
                 continue
             changes.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
         text = ", ".join(changes) or "(baseline)"
-        rows.append({"#": rank, "experiment": r[EXPERIMENT_ID], "cycle": r[CYCLE_ID], "status": r[STATUS],
-                     study.metric: r.get(metric), "proposer": r.get(PROPOSER),
-                     "time_s": r.get(DURATION_S), "error": r.get(ERROR_CLASS) or "",
+        rows.append({"#": rank, "experiment": r[schema.EXPERIMENT_ID], "cycle": r[schema.CYCLE_ID],
+                     "status": r[schema.STATUS], study.metric: r.get(metric), "proposer": r.get(schema.PROPOSER),
+                     "time_s": r.get(schema.DURATION_S), "error": r.get(schema.ERROR_CLASS) or "",
                      "changes from baseline": text if len(text) <= 70 else text[:67] + "..."})
     view = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):

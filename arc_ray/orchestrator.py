@@ -53,11 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _served_study(instance: Any) -> str:
-    """Runs inside an actor: which study it serves (to tell a reusable actor from a stale one)."""
-    return instance.study.model_dump_json()
-
-
 def _started(name: str, ref: Any) -> Any:
     """``ray.get(ref)``; an actor whose constructor raised becomes that error, in one line."""
     import ray
@@ -149,7 +144,7 @@ class Orchestrator:
         roster = self._agent_roster()
         handles = {name: self._actor(name, cls, args, kwargs) for name, (cls, args, kwargs) in roster.items()}
         want = self.study.model_dump_json()
-        refs = [h.__ray_call__.remote(_served_study) for h in handles.values()]
+        refs = [h.served_study.remote() for h in handles.values()]
         served = [_started(name, ref) for name, ref in zip(handles, refs)]
         for (name, handle), study_json in zip(list(handles.items()), served):
             if study_json != want:  # an actor left from another study of the same name

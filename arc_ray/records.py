@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arc_ray.errors import ConfigValidationError, Violation
 
@@ -52,6 +52,17 @@ def validate_experiment_id(experiment_id: object) -> str:
     if problem:
         raise ConfigValidationError([Violation("experiment_id", experiment_id, problem)])
     return experiment_id  # type: ignore[return-value]
+
+
+def _safe_name(value: str) -> str:
+    problem = experiment_id_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+# A name that becomes a folder (experiment ids, study names): validated where it is declared.
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class _Record(BaseModel):
@@ -143,7 +154,7 @@ class Prediction(_Record):
 class Proposal(_Record):
     """One experiment an agent wants to run, as changes relative to the baseline."""
 
-    experiment_id: str
+    experiment_id: SafeName
     type: ProposalType = ProposalType.HYPERPARAMETER_TUNING
     changes: dict[str, Any] = Field(default_factory=dict)
     rationale: str = ""
@@ -153,13 +164,6 @@ class Proposal(_Record):
     resources: Resources | None = None  # None: the study's default per-trial resources
     cycle_id: int | None = None
 
-    @field_validator("experiment_id")
-    @classmethod
-    def _safe_id(cls, v: str) -> str:
-        problem = experiment_id_problem(v)
-        if problem:
-            raise ValueError(f"experiment_id {v!r} {problem}")
-        return v
 
 
 class Vote(_Record):

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arc_ray.errors import ConfigValidationError, Violation
-from arc_ray.records import Constraint, Resources, experiment_id_problem
+from arc_ray.records import Constraint, Resources, SafeName
 from arc_ray.space import SearchSpace, flatten_config, unflatten_config
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # --- identity
-    name: str  # a safe folder name; history lives under <storage>/<name>/
+    name: SafeName  # a safe folder name; history lives under <storage>/<name>/
     description: str = ""
     # --- what is trained and how it is scored
     trainable: str  # "module:function"; a Tune function trainable, or a cheap objective
@@ -179,14 +179,6 @@ class StudyConfig(BaseModel):
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         logger.warning("%s", message)
         return data
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        problem = experiment_id_problem(v)
-        if problem:
-            raise ValueError(f"study name {v!r} {problem}")
-        return v
 
     @field_validator("target")
     @classmethod

@@ -106,6 +106,10 @@ class Agent(ABC):
     def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
         """This agent's opinion of each proposal (abstain by returning no vote for it)."""
 
+    def served_study(self) -> str:
+        """The study this agent serves, as JSON (tells a reusable named actor from a stale one)."""
+        return self.study.model_dump_json()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, study={self.study.name!r})"
 

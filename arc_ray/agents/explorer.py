@@ -41,13 +41,10 @@ class ExplorerProposer(Proposer):
     proposal_type = ProposalType.EXPLORATION
 
     def propose(self, ctx: AgentContext) -> list[Proposal]:
-        n = ctx.quota
-        if n <= 0:
+        n, names = ctx.quota, self.searched(ctx)
+        if n <= 0 or not names:
             return []
         view = ctx.history()
-        names = self.searched(ctx)
-        if not names:
-            return []
         axes = view.axes(self.study.proposers.exclude)
         m = max(64, CANDIDATES_PER_PROPOSAL * n)
         sobol = qmc.Sobol(d=len(names), scramble=True, seed=self.study.seed * 7919 + ctx.cycle_id)

@@ -44,13 +44,10 @@ class RecoveryProposer(Proposer):
     proposal_type = ProposalType.RECOVERY
 
     def propose(self, ctx: AgentContext) -> list[Proposal]:
-        n = ctx.quota
-        if n <= 0:
+        n, names = ctx.quota, self.searched(ctx)
+        if n <= 0 or not names:
             return []
         view = ctx.history()
-        names = self.searched(ctx)
-        if not names:
-            return []
         space = self.study.search_space
         best = view.best_index()
         base = {k: v for k, v in view.baseline_flat.items() if k in space}

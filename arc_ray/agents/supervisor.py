@@ -56,6 +56,10 @@ class Supervisor:
         if name is not None:
             self.name = name
 
+    def served_study(self) -> str:
+        """The study this supervisor serves, as JSON (see :meth:`Agent.served_study`)."""
+        return self.study.model_dump_json()
+
     def __repr__(self) -> str:
         return f"Supervisor(name={self.name!r}, study={self.study.name!r})"
 

@@ -91,6 +91,10 @@ class HistoryReader:
         self._trials, self._decisions = views["trials"], views["decisions"]
         self._cycles, self._constraints = views["cycles"], views["constraints"]
 
+    def served_study(self) -> str:
+        """The study this reader serves, as JSON (tells a reusable named actor from a stale one)."""
+        return self.study.model_dump_json()
+
     def refresh(self) -> bool:
         """Pick up files other processes wrote. Returns whether anything changed."""
         with self._lock:
@@ -98,22 +102,28 @@ class HistoryReader:
 
     # ------------------------------------------------------------------ tables
 
-    def trials_table(self) -> pa.Table:
+    def table(self, name: str) -> pa.Table:
+        """One table as it stands: ``trials``, ``decisions``, ``cycles`` or ``constraints``
+        (the constraint log: the newest row per ``id``; ``active`` says whether it holds)."""
+        views = {"trials": self._trials, "decisions": self._decisions, "cycles": self._cycles,
+                 "constraints": self._constraints}
+        if name not in views:
+            raise ValueError(f"unknown table {name!r}; the tables are {', '.join(views)}")
         with self._lock:
-            return self._trials.table
+            return views[name].table
+
+    # Named readers for callers that hold an actor handle (``historian.trials_table.remote()``).
+    def trials_table(self) -> pa.Table:
+        return self.table("trials")
 
     def decisions_table(self) -> pa.Table:
-        with self._lock:
-            return self._decisions.table
+        return self.table("decisions")
 
     def cycles_table(self) -> pa.Table:
-        with self._lock:
-            return self._cycles.table
+        return self.table("cycles")
 
     def constraints_table(self) -> pa.Table:
-        """The constraint log: the newest row per ``id``; ``active`` says whether it holds."""
-        with self._lock:
-            return self._constraints.table
+        return self.table("constraints")
 
     def corrupt_files(self) -> list[str]:
         """Files skipped because they could not be read (never touched by the history's code)."""
