@@ -5,7 +5,8 @@ evaluate it, tell the results), seed by seed, runs alternating:
 
 - **arc**: ``arc_ray.run_study(objective, ..., executor="inprocess")`` with the study
   defaults; only the batch size (``budget.trials_per_cycle``, ``voting.max_approved``)
-  and the budget (``budget.max_trials``) are set;
+  and the budget (``budget.max_trials``; ``budget.max_cycles`` = the budget, a runaway
+  guard) are set;
 - **tpe**: Optuna ``TPESampler(constant_liar=True, seed=...)``;
 - **gp**: Optuna ``GPSampler(seed=...)``;
 - **random**: Optuna ``RandomSampler(seed=...)``.
@@ -141,7 +142,8 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
         report = arc_ray.run_study(arc_objective, search_space=problem.space, metric="value", mode=problem.mode,
                                    executor="inprocess", name=f"{problem.name}-b{batch}-s{seed}",
                                    storage=storage, seed=seed,
-                                   budget={"max_trials": evals, "trials_per_cycle": batch},
+                                   # max_cycles: a guard against cycles that run nothing, never reached otherwise
+                                   budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals},
                                    voting={"max_approved": batch})
         extra = {"cycles": report.n_cycles, "stop": report.stop_reason.value}
     finally:
@@ -309,6 +311,11 @@ def report(runs: list[dict[str, Any]], budgets: list[int], batches: list[int]) -
         print(f"ARC runs stopped before {nmax} evaluations: {len(short)}/{len(arc_runs)} "
               f"(median {statistics.median([len(r['values']) for r in arc_runs]):.0f} evaluations; "
               f"stop reasons {sorted({r['stop'] for r in arc_runs})})")
+        # the vote approves at most proposals_per_cycle (default 6): a batch of 8 is not filled
+        per_cycle = {b: statistics.mean(len(r["values"]) / max(r["cycles"], 1) for r in arc_runs if r["batch"] == b)
+                     for b in batches if any(r["batch"] == b for r in arc_runs)}
+        summary["arc_trials_per_cycle"] = per_cycle
+        print("ARC's mean trials per cycle: " + ", ".join(f"batch {b}: {v:.1f}" for b, v in per_cycle.items()))
     secs = {}
     for s in SAMPLERS:
         rs = [r for r in ok if r["sampler"] == s]
@@ -366,15 +373,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(tasks)} runs of {budgets[-1]} evaluations on {args.workers} workers", flush=True)
     t0 = time.perf_counter()
     runs: list[dict[str, Any]] = []
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker)
     try:
-        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, maxtasksperchild=None) as pool:
-            for i, record in enumerate(pool.imap_unordered(run_task, tasks), 1):
-                runs.append(record)
-                if i % max(1, len(tasks) // 10) == 0:
-                    print(f"  {i}/{len(tasks)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
-            pool.close()
-            pool.join()
+        for i, record in enumerate(pool.imap_unordered(run_task, tasks), 1):
+            runs.append(record)
+            if i % max(1, len(tasks) // 20) == 0:
+                print(f"  {i}/{len(tasks)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+        pool.close()
+    except KeyboardInterrupt:  # Ctrl-C: report the runs done so far
+        print(f"interrupted: reporting the {len(runs)} runs done", flush=True)
+        pool.terminate()
     finally:
+        pool.join()
         shutil.rmtree(root, ignore_errors=True)
     wall = time.perf_counter() - t0
     complete = set(args.samplers) == set(SAMPLERS)
