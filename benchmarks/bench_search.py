@@ -19,8 +19,8 @@ responses with failure regions.
 
 Budgets are prefixes of one run at the largest budget: no sampler is told the budget
 except ARC, whose ``budget.max_trials`` only caps its last cycle and stops its loop
-(read by the supervisor's budget check and the stop rules' ``check_stop`` /
-``limit_to_trial_budget``, nowhere else), so the first N evaluations of a 100-trial study are those of an N-trial
+(read by the supervisor's budget check and the stop rule ``check_stop``, nowhere
+else), so the first N evaluations of a 100-trial study are those of an N-trial
 one. (With batches of 8 and a budget of 20, the capped cycle of an N-trial study would run the
 first 4 of the vote's ranking; the prefix takes the first 4 evaluated, in the same order.)
 ARC may also stop before the budget (its default stop rule: three recover cycles without
