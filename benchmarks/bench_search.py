@@ -1,288 +1,413 @@
-"""ARC's collective against Optuna TPE and random search on synthetic problems.
+"""Does ARC's collective, with its defaults, out-search the best single sampler on unseen problems?
 
-Every method gets 40 evaluations in batches of 4 on each problem, for 10 seeds:
+Issue #12. Every sampler gets the same problems, budgets and batch protocol (ask a batch,
+evaluate it, tell the results), seed by seed, runs alternating:
 
-- **ARC**: the whole collective (director, bayesian/explorer/architect/recovery
-  proposers, critic with the world model, vote, supervisor) deciding each cycle from the
-  real historian's summary and trials table, trials run by the in-process executor;
-- **TPE**: Optuna's TPESampler (multivariate, constant liar), 4 asks per batch, failures
-  told as FAIL;
-- **random**: uniform samples of the search space.
+- **arc**: ``arc_ray.run_study(objective, ..., executor="inprocess")`` with the study
+  defaults; only the batch size (``budget.trials_per_cycle``, ``voting.max_approved``)
+  and the budget (``budget.max_trials``; ``budget.max_cycles`` = the budget, a runaway
+  guard) are set;
+- **tpe**: Optuna ``TPESampler(constant_liar=True, seed=...)``;
+- **gp**: Optuna ``GPSampler(seed=...)``;
+- **random**: Optuna ``RandomSampler(seed=...)``.
 
-The runs alternate (ARC, TPE, random for each seed). Problems: Branin and Hartmann-6
-(continuous, minimised), the toy trainable's response (float, log-float, categorical,
-int), a mixed optimiser space with a region where training diverges (categorical +
-log-float + int + bool), and a memory-bound space where large batch × image size runs out
-of memory next to the optimum. Prints the median best per problem and method, ARC's
-per-seed wins, and ends with the share of problems where ARC's median beats TPE's.
+A failed evaluation (the objective raises ``MemoryError`` / ``FloatingPointError``, or
+returns a non-finite value) is no result for anyone; the peers are told ``FAIL``.
+Problems (``_search_problems.py``): scikit-learn models tuned by 3-fold CV on the
+bundled data sets, mixed-integer synthetic functions with categorical switches, and
+responses with failure regions.
 
-Run: ``.venv/bin/python benchmarks/bench_search.py`` (``--seeds 3`` for a quick look).
+Budgets are prefixes of one run at the largest budget: no sampler is told the budget
+except ARC, whose ``budget.max_trials`` only caps its last cycle and stops its loop
+(read by the supervisor's budget check and the stop rule ``check_stop``, nowhere
+else), so the first N evaluations of a 100-trial study are those of an N-trial
+one. (With batches of 8 and a budget of 20, the capped cycle of an N-trial study would run the
+first 4 of the vote's ranking; the prefix takes the first 4 evaluated, in the same order.)
+ARC may also stop before the budget (its default stop rule: three recover cycles without
+improvement); its best then stands for the rest of the budget.
+
+Report: per problem × batch × budget cell the median best value per sampler and the
+best known value; per peer the share of cells where ARC's median is strictly better
+(the headlines), per-seed wins / losses with a two-sided sign test, the cells where ARC
+is worse than random, failed trials and median seconds per run. All raw runs go to a
+JSON file (``--out``, default ``benchmarks/results/search-<time>.json``).
+
+Run (the full suite: 27 problems, budgets 20/40/100, batches 4 and 8, 10 seeds)::
+
+    .venv/bin/python benchmarks/bench_search.py --workers 2
+
+For development: ``--quick`` (4 problems, 3 seeds, budgets 20/40); ``--problems``
+takes names or family names (``sklearn``, ``synthetic``, ``failure``).
+
+Cost: the full suite is 2,160 runs and does not fit 15 minutes on 2 cores. ARC's run
+(Ray actors and the historian's files every cycle: about 10 s per 40 evaluations on a
+quiet machine, 50 s on a loaded one) and Optuna's GPSampler (12 s at 40 evaluations,
+about a minute at 100, without the optional ``greenlet``) dominate; TPE, random and
+the objectives cost seconds in all. Each ARC study reuses its worker's Ray, so a faster
+in-process path makes the suite faster without changes here.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import math
+import multiprocessing as mp
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
-import optuna
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from arc_ray.agents import Collective  # noqa: E402
-from arc_ray.agents.bayesian import distributions_for  # noqa: E402
-from arc_ray.errors import TrainingDivergedError, TrainingOutOfMemoryError  # noqa: E402
-from arc_ray.executor import InProcessExecutor  # noqa: E402
-from arc_ray.historian import Historian  # noqa: E402
-from arc_ray.records import CycleReport, JobStatus  # noqa: E402
-from arc_ray.space import flatten_config, unflatten_config  # noqa: E402
-from arc_ray.study import StudyConfig  # noqa: E402
+from _search_problems import FAMILIES, PROBLEMS, Problem  # noqa: E402
 
-from _poll import wait_for  # noqa: E402
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-EVALS, BATCH = 40, 4
-# ARC's study settings here: 12 proposals a cycle for the vote to choose 4 from, and the
-# critic's world-model judgement weighing 6 against 1 for each other voter.
-ARC_PROPOSALS = 12
-ARC_WEIGHTS = {"critic": 6.0, "director": 1.0}
+SAMPLERS = ("arc", "tpe", "gp", "random")
+PEERS = ("tpe", "gp", "random")
+QUICK_PROBLEMS = ["svm_breast", "branin_cat", "hartmann6", "depth_lr_diverge"]
+FAILURES = (MemoryError, FloatingPointError)
 
 
-# ------------------------------------------------------------------ problems
+# ------------------------------------------------------------------ worker side
 
 
-def branin(c: dict[str, Any]) -> dict[str, float]:
-    x1, x2 = c["x1"], c["x2"]
-    b, cc, r, s, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 6.0, 10.0, 1 / (8 * math.pi)
-    return {"value": (x2 - b * x1**2 + cc * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s}
+def _init_worker() -> None:
+    import logging
+    import warnings
+
+    import optuna
+
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("arc_ray", "ray", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
 
 
-_H_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_H_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                        [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
-_H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+def _ensure_ray() -> None:
+    """One Ray per worker process, reused by every ARC study it runs (``cluster.connect``
+    takes an initialised Ray as it is)."""
+    import ray
+
+    for attempt in range(3):  # on a loaded machine a node can time out during startup
+        if ray.is_initialized():
+            return
+        try:
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            mp.util.Finalize(None, ray.shutdown, exitpriority=10)
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
 
 
-def hartmann6(c: dict[str, Any]) -> dict[str, float]:
-    x = np.array([c[f"x{i}"] for i in range(1, 7)])
-    return {"value": float(-np.sum(_H_ALPHA * np.exp(-np.sum(_H_A * (x - _H_P) ** 2, axis=1))))}
+class _Evaluations:
+    """The objective's calls in order: value (None = failed) and seconds spent."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.values: list[float | None] = []
+        self.seconds = 0.0
+
+    def __call__(self, config: dict[str, Any]) -> float | None:
+        t = time.perf_counter()
+        try:
+            value = self.problem.objective(config)
+            value = value if math.isfinite(value) else None
+        except FAILURES:
+            value = None
+        self.seconds += time.perf_counter() - t
+        self.values.append(value)
+        return value
 
 
-def toy(c: dict[str, Any]) -> dict[str, float]:
-    from trainables.toy import objective
-
-    return {"value": objective(c)["score"]}
+_CURRENT: _Evaluations | None = None  # the evaluations of the ARC study running in this process
 
 
-_OPT = {"sgd": (-1.0, -0.02, 0.2), "adam": (-3.0, 0.01, 0.02), "adamw": (-2.7, 0.02, 0.02), "rmsprop": (-3.3, 0.0, 0.01)}
+def arc_objective(config: dict[str, Any]) -> dict[str, float]:
+    """ARC's trainable: a module-level function (a study names it ``module:function``)."""
+    value = _CURRENT(config)
+    if value is None:
+        raise FloatingPointError("no result")  # the executor stores a failed trial
+    return {"value": value}
 
 
-def mixed_fail(c: dict[str, Any]) -> dict[str, float]:
-    """A training-like response; a too-high learning rate for the optimiser diverges."""
-    centre, bonus, limit = _OPT[c["optimizer"]]
-    lr = c["learning_rate"]
-    if lr > limit:
-        raise TrainingDivergedError(f"loss is nan at lr={lr:.3g} with {c['optimizer']}")
-    acc = (0.9 + bonus - 0.03 * (math.log10(lr) - centre) ** 2 - 0.004 * (c["layers"] - 5) ** 2
-           - 0.3 * (c["dropout"] - 0.15) ** 2 + (0.01 if c["augment"] else 0.0)
-           + 0.01 * math.log2(c["width"] / 32) / 3)
-    return {"value": acc}
+def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> dict[str, Any]:
+    import arc_ray
 
-
-_MEM = {"small": 1.0, "medium": 2.0, "large": 4.0}
-_BASE = {"small": 0.80, "medium": 0.84, "large": 0.87}
-
-
-def memory(c: dict[str, Any]) -> dict[str, float]:
-    """Bigger inputs and batches help until they run out of memory."""
-    use = c["batch_size"] * c["image_size"] * _MEM[c["model"]]
-    if use > 16384:
-        raise TrainingOutOfMemoryError(f"CUDA out of memory ({use:.0f} units)")
-    acc = (_BASE[c["model"]] + 0.03 * math.log2(c["image_size"] / 32) + 0.01 * math.log2(c["batch_size"] / 8)
-           - 0.02 * (math.log10(c["learning_rate"]) + 3) ** 2)
-    return {"value": acc}
-
-
-@dataclass
-class Problem:
-    name: str
-    objective: Callable[[dict[str, Any]], dict[str, float]]
-    mode: str
-    space: dict[str, Any]
-    baseline: dict[str, Any]
-    scale: float  # a typical spread of the value: sets the director's thresholds
-
-    def study(self, seed: int, storage: str) -> StudyConfig:
-        d = dict(name=f"bench_{self.name}", trainable="trainables.toy:objective", metric="value",
-                 mode=self.mode, baseline=self.baseline, search_space=self.space, storage=storage,
-                 executor="inprocess", seed=seed,
-                 budget={"trials_per_cycle": BATCH},
-                 voting={"max_approved": BATCH, "weights": ARC_WEIGHTS},
-                 proposers={"proposals_per_cycle": ARC_PROPOSALS},
-                 director={"exploit_threshold": 0.01 * self.scale, "stagnation_threshold": 0.002 * self.scale})
-        return StudyConfig.from_dict(d)
-
-
-def _f(low: float, high: float, log: bool = False) -> dict[str, Any]:
-    return {"type": "float", "low": low, "high": high, "log": log}
-
-
-PROBLEMS = [
-    Problem("branin", branin, "min", {"x1": _f(-5, 10), "x2": _f(0, 15)}, {"x1": 2.5, "x2": 7.5}, 50.0),
-    Problem("hartmann6", hartmann6, "min", {f"x{i}": _f(0, 1) for i in range(1, 7)},
-            {f"x{i}": 0.5 for i in range(1, 7)}, 1.0),
-    Problem("toy", toy, "max",
-            {"x": _f(-1, 1), "lr": _f(1e-5, 1, True), "model": {"type": "categorical", "choices": ["small", "medium", "large"]},
-             "layers": {"type": "int", "low": 1, "high": 6}},
-            {"x": 0.0, "lr": 0.01, "model": "small", "layers": 2, "epochs": 1, "train_split": 0.8, "val_split": 0.2}, 0.3),
-    Problem("mixed_fail", mixed_fail, "max",
-            {"optimizer": {"type": "categorical", "choices": ["sgd", "adam", "adamw", "rmsprop"]},
-             "learning_rate": _f(1e-5, 1, True), "layers": {"type": "int", "low": 1, "high": 8},
-             "width": {"type": "categorical", "choices": [32, 64, 128, 256]}, "dropout": _f(0, 0.5),
-             "augment": {"type": "bool"}},
-            {"optimizer": "adam", "learning_rate": 1e-4, "layers": 2, "width": 32, "dropout": 0.4, "augment": False}, 0.2),
-    Problem("memory", memory, "max",
-            {"model": {"type": "categorical", "choices": ["small", "medium", "large"]},
-             "batch_size": {"type": "categorical", "choices": [8, 16, 32, 64, 128, 256]},
-             "image_size": {"type": "categorical", "choices": [32, 64, 128, 224, 320]},
-             "learning_rate": _f(1e-5, 1, True)},
-            {"model": "small", "batch_size": 16, "image_size": 64, "learning_rate": 1e-2}, 0.2),
-]
-
-
-# ------------------------------------------------------------------ methods
-
-
-def _evaluate(problem: Problem, config: dict[str, Any]) -> float | None:
+    global _CURRENT
+    _ensure_ray()
+    _CURRENT = _Evaluations(problem)
+    storage = tempfile.mkdtemp(dir=root)
     try:
-        value = problem.objective(config)["value"]
-    except (TrainingDivergedError, TrainingOutOfMemoryError):
-        return None
-    return value if math.isfinite(value) else None
+        report = arc_ray.run_study(arc_objective, search_space=problem.space, metric="value", mode=problem.mode,
+                                   executor="inprocess", name=f"{problem.name}-b{batch}-s{seed}",
+                                   storage=storage, seed=seed,
+                                   # max_cycles: a guard against cycles that run nothing, never reached otherwise
+                                   budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals},
+                                   voting={"max_approved": batch})
+        extra = {"cycles": report.n_cycles, "stop": report.stop_reason.value}
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    return {"values": _CURRENT.values, "objective_s": _CURRENT.seconds, **extra}
 
 
-def _best(values: list[float | None], mode: str) -> float:
-    ok = [v for v in values if v is not None]
+def _distributions(problem: Problem) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, s in problem.space.items():
+        if s["type"] == "float":
+            out[name] = FloatDistribution(s["low"], s["high"], log=s.get("log", False))
+        elif s["type"] == "int":
+            out[name] = IntDistribution(s["low"], s["high"], log=s.get("log", False))
+        else:
+            out[name] = CategoricalDistribution(s["choices"])
+    return out
+
+
+def _run_optuna(problem: Problem, sampler: str, batch: int, seed: int, evals: int) -> dict[str, Any]:
+    import optuna
+
+    make = {"tpe": lambda: optuna.samplers.TPESampler(constant_liar=True, seed=seed),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[sampler]
+    study = optuna.create_study(direction="minimize" if problem.mode == "min" else "maximize", sampler=make())
+    dists = _distributions(problem)
+    evaluations = _Evaluations(problem)
+    while len(evaluations.values) < evals:
+        trials = [study.ask(dists) for _ in range(min(batch, evals - len(evaluations.values)))]
+        for trial in trials:
+            value = evaluations(trial.params)
+            if value is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+    return {"values": evaluations.values, "objective_s": evaluations.seconds}
+
+
+def run_task(task: tuple[str, str, int, int, int, str]) -> dict[str, Any]:
+    """One run: ``(problem, sampler, batch, seed, evaluations, temp root)`` → its record."""
+    name, sampler, batch, seed, evals, root = task
+    problem = PROBLEMS[name]
+    t = time.perf_counter()
+    record: dict[str, Any] = {"problem": name, "sampler": sampler, "batch": batch, "seed": seed}
+    try:
+        out = (_run_arc(problem, batch, seed, evals, root) if sampler == "arc"
+               else _run_optuna(problem, sampler, batch, seed, evals))
+        record.update(out, error=None)
+    except Exception as exc:  # noqa: BLE001 - a broken run is reported, not fatal
+        record.update(values=[], objective_s=0.0, error=f"{type(exc).__name__}: {exc}"[:300])
+    record["seconds"] = time.perf_counter() - t
+    return record
+
+
+# ------------------------------------------------------------------ report
+
+
+def best_of(values: list[float | None], n: int, mode: str) -> float:
+    """The best of the first ``n`` evaluations (±inf when none succeeded)."""
+    ok = [v for v in values[:n] if v is not None]
     if not ok:
         return math.inf if mode == "min" else -math.inf
     return min(ok) if mode == "min" else max(ok)
 
 
-def run_arc(problem: Problem, seed: int, root: str) -> tuple[float, float, int]:
-    """Best value, mean decision seconds per cycle, failed trials."""
-    study = problem.study(seed, storage=tempfile.mkdtemp(dir=root))
-    historian = Historian(study, compact_every=None)
-    collective = Collective(study)
-    executor = InProcessExecutor(study, trainable=problem.objective)
-    values: list[float | None] = []
-    decide_s: list[float] = []
-    failed = 0
-    cycle = 0
-    try:
-        while len(values) < EVALS and cycle < 3 * EVALS // BATCH:
-            cd = collective.decide(cycle, historian.summary(), historian.trials_table())
-            decide_s.append(cd.decision_time_s)
-            run = cd.approved[: EVALS - len(values)]
-            if run:
-                executor.submit_batch(run, cycle)
-                ids = [d.experiment_id for d in run]
-                wait_for(executor, ids, timeout=60)
-                results = [executor.collect_results(i) for i in ids]
-                historian.integrate_experiment_results(results, cycle)
-                for r in results:
-                    values.append(r.metric("value") if r.status == JobStatus.COMPLETED else None)
-                    failed += r.status == JobStatus.FAILED
-            historian.log_cycle(CycleReport(study=study.name, cycle_id=cycle, strategy=cd.strategy))
-            cycle += 1
-    finally:
-        executor.shutdown()
-    return _best(values, problem.mode), statistics.mean(decide_s), failed
+def better(a: float, b: float, mode: str) -> bool:
+    """``a`` strictly better than ``b`` (beyond float noise)."""
+    if a == b or (math.isinf(a) and math.isinf(b) and (a > 0) == (b > 0)):
+        return False
+    sign = -1.0 if mode == "min" else 1.0
+    return sign * (a - b) > 1e-9 * max(1.0, abs(b) if math.isfinite(b) else 1.0)
 
 
-def _space_study(problem: Problem) -> StudyConfig:
-    return problem.study(0, storage=tempfile.gettempdir())
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else ("fail" if not math.isnan(x) else "-")
 
 
-def run_tpe(problem: Problem, seed: int) -> tuple[float, int]:
-    study = _space_study(problem)
-    dists = distributions_for(study.search_space, study.search_space.names)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    opt = optuna.create_study(direction="minimize" if problem.mode == "min" else "maximize", sampler=sampler)
-    base = flatten_config(problem.baseline)
-    values, failed = [], 0
-    while len(values) < EVALS:
-        trials = [opt.ask(dists) for _ in range(min(BATCH, EVALS - len(values)))]
-        for t in trials:
-            v = _evaluate(problem, unflatten_config({**base, **t.params}))
-            values.append(v)
-            if v is None:
-                failed += 1
-                opt.tell(t, state=optuna.trial.TrialState.FAIL)
-            else:
-                opt.tell(t, v)
-    return _best(values, problem.mode), failed
+def report(runs: list[dict[str, Any]], budgets: list[int], batches: list[int]) -> dict[str, Any]:
+    """Print the tables and the headlines; return the summary that goes into the JSON."""
+    from scipy.stats import binomtest
 
+    ok = [r for r in runs if r["error"] is None]
+    by: dict[tuple, dict[int, list]] = defaultdict(dict)
+    for r in ok:
+        by[(r["problem"], r["batch"], r["sampler"])][r["seed"]] = r["values"]
+    problems = [p for p in PROBLEMS if any(k[0] == p for k in by)]
+    best_known = {}
+    for p in problems:
+        prob = PROBLEMS[p]
+        seen = [best_of(v, len(v), prob.mode) for k, d in by.items() if k[0] == p for v in d.values()]
+        found = (min if prob.mode == "min" else max)(seen)
+        best_known[p] = prob.optimum if prob.optimum is not None else found
 
-def run_random(problem: Problem, seed: int) -> tuple[float, int]:
-    study = _space_study(problem)
-    rng = np.random.default_rng(seed)
-    base = flatten_config(problem.baseline)
-    values = [_evaluate(problem, unflatten_config({**base, **study.search_space.sample(rng)})) for _ in range(EVALS)]
-    return _best(values, problem.mode), sum(v is None for v in values)
+    cells, seed_cmp = [], {peer: [] for peer in PEERS}
+    print(f"\n{'problem':<18} {'B':>2} {'N':>4} {'best known':>10} " + " ".join(f"{s:>9}" for s in SAMPLERS))
+    for p in problems:
+        mode = PROBLEMS[p].mode
+        for batch in batches:
+            for n in budgets:
+                seeds = sorted(set.intersection(*(set(by.get((p, batch, s), {})) for s in SAMPLERS)))
+                if not seeds:
+                    continue
+                best = {s: [best_of(by[(p, batch, s)][i], n, mode) for i in seeds] for s in SAMPLERS}
+                med = {s: statistics.median(best[s]) for s in SAMPLERS}
+                cells.append({"problem": p, "family": PROBLEMS[p].family, "batch": batch, "budget": n,
+                              "seeds": seeds, "median": med, "best_known": best_known[p],
+                              "gap": {s: abs(med[s] - best_known[p]) if math.isfinite(med[s]) else None
+                                      for s in SAMPLERS}})
+                for peer in PEERS:
+                    for a, b in zip(best["arc"], best[peer]):
+                        seed_cmp[peer].append((n, PROBLEMS[p].family,
+                                               1 if better(a, b, mode) else -1 if better(b, a, mode) else 0))
+                top = [s for s in SAMPLERS if not any(better(med[o], med[s], mode) for o in SAMPLERS)]
+                print(f"{p:<18} {batch:>2} {n:>4} {_fmt(best_known[p]):>10} "
+                      + " ".join(f"{_fmt(med[s]) + ('*' if s in top else ' '):>9}" for s in SAMPLERS))
+    print("(median best over seeds; * = best median of the cell; B = batch, N = evaluations)")
+
+    summary: dict[str, Any] = {"cells": cells, "win_fraction": {}, "sign_test": {}}
+    print("\nARC against each peer: cells where ARC's median is better / worse / equal; "
+          "per seed: wins-losses-ties, two-sided sign test")
+    for peer in PEERS:
+        w = sum(better(c["median"]["arc"], c["median"][peer], PROBLEMS[c["problem"]].mode) for c in cells)
+        lo = sum(better(c["median"][peer], c["median"]["arc"], PROBLEMS[c["problem"]].mode) for c in cells)
+        summary["win_fraction"][peer] = w / len(cells) if cells else 0.0
+        line = f"  vs {peer:<6} cells {w}/{lo}/{len(cells) - w - lo} of {len(cells)}"
+        for label, keep in [("all", lambda n, f: True), *[(f"N={b}", lambda n, f, b=b: n == b) for b in budgets],
+                            *[(f, lambda n, f2, f=f: f2 == f) for f in FAMILIES]]:
+            xs = [x for n, f, x in seed_cmp[peer] if keep(n, f)]
+            wins, losses = xs.count(1), xs.count(-1)
+            pval = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+            summary["sign_test"][f"{peer}/{label}"] = {"wins": wins, "losses": losses, "ties": xs.count(0), "p": pval}
+            if label in ("all", *[f"N={b}" for b in budgets]):
+                line += f" | {label} {wins}-{losses}-{xs.count(0)} p={pval:.2g}"
+        print(line)
+    for f in FAMILIES:
+        parts = []
+        for peer in PEERS:
+            st = summary["sign_test"][f"{peer}/{f}"]
+            parts.append(f"vs {peer} {st['wins']}-{st['losses']}-{st['ties']} p={st['p']:.2g}")
+        print(f"  {f:<9} per seed: " + "; ".join(parts))
+
+    worse = [c for c in cells if better(c["median"]["random"], c["median"]["arc"], PROBLEMS[c["problem"]].mode)]
+    summary["arc_worse_than_random"] = [(c["problem"], c["batch"], c["budget"]) for c in worse]
+    print(f"\nARC never worse than random: {'yes' if not worse else 'NO'} "
+          f"({len(worse)} of {len(cells)} cells worse: "
+          + ", ".join(f"{c['problem']}/B{c['batch']}/N{c['budget']}" for c in worse[:12])
+          + (" ..." if len(worse) > 12 else "") + ")")
+
+    nmax = max(budgets)
+    fails = {s: sum(v is None for r in ok if r["sampler"] == s for v in r["values"][:nmax]) for s in SAMPLERS}
+    evals = {s: sum(len(r["values"][:nmax]) for r in ok if r["sampler"] == s) for s in SAMPLERS}
+    summary["failed_trials"], summary["evaluations"] = fails, evals
+    print("failed trials / evaluations: " + ", ".join(f"{s} {fails[s]}/{evals[s]}" for s in SAMPLERS))
+    fail_probs = [p for p in problems if PROBLEMS[p].family == "failure"]
+    for p in fail_probs:
+        counts = {s: sum(v is None for r in ok if r["problem"] == p and r["sampler"] == s for v in r["values"][:nmax])
+                  for s in SAMPLERS}
+        print(f"  {p:<18} " + " ".join(f"{s} {counts[s]:>4}" for s in SAMPLERS))
+    arc_runs = [r for r in ok if r["sampler"] == "arc"]
+    short = [r for r in arc_runs if len(r["values"]) < nmax]
+    if arc_runs:
+        print(f"ARC runs stopped before {nmax} evaluations: {len(short)}/{len(arc_runs)} "
+              f"(median {statistics.median([len(r['values']) for r in arc_runs]):.0f} evaluations; "
+              f"stop reasons {sorted({r['stop'] for r in arc_runs})})")
+        # the vote approves at most proposals_per_cycle (default 6): a batch of 8 is not filled
+        per_cycle = {b: statistics.mean(len(r["values"]) / max(r["cycles"], 1) for r in arc_runs if r["batch"] == b)
+                     for b in batches if any(r["batch"] == b for r in arc_runs)}
+        summary["arc_trials_per_cycle"] = per_cycle
+        print("ARC's mean trials per cycle: " + ", ".join(f"batch {b}: {v:.1f}" for b, v in per_cycle.items()))
+    secs = {}
+    for s in SAMPLERS:
+        rs = [r for r in ok if r["sampler"] == s]
+        if rs:
+            secs[s] = {"run_s": statistics.median(r["seconds"] for r in rs),
+                       "overhead_s": statistics.median(r["seconds"] - r["objective_s"] for r in rs)}
+    summary["seconds"] = secs
+    print(f"median seconds per run ({nmax} evaluations; overhead = without the objective): "
+          + ", ".join(f"{s} {v['run_s']:.2f} ({v['overhead_s']:.2f})" for s, v in secs.items()))
+    errors = [r for r in runs if r["error"] is not None]
+    if errors:
+        print(f"runs that raised ({len(errors)}), left out: "
+              + "; ".join(f"{r['sampler']}/{r['problem']}/s{r['seed']}: {r['error'][:80]}" for r in errors[:5]))
+    return summary
 
 
 # ------------------------------------------------------------------ main
 
 
+def _problem_names(selected: list[str]) -> list[str]:
+    names: list[str] = []
+    for s in selected:
+        if s in FAMILIES:
+            names += [p.name for p in PROBLEMS.values() if p.family == s]
+        elif s in PROBLEMS:
+            names.append(s)
+        else:
+            raise SystemExit(f"unknown problem {s!r}; choose from {', '.join([*FAMILIES, *PROBLEMS])}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--problems", nargs="*", default=[p.name for p in PROBLEMS])
+    parser.add_argument("--quick", action="store_true", help="4 problems, 3 seeds, budgets 20 and 40")
+    parser.add_argument("--problems", nargs="+", help="problem or family names (default: all)")
+    parser.add_argument("--seeds", type=int, help="seeds per problem (default 10)")
+    parser.add_argument("--budgets", type=int, nargs="+", help="evaluations (default 20 40 100)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[4, 8], help="batch sizes (default 4 8)")
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS,
+                        help="run only these (the report needs all four; for timing)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--out", type=Path, help="raw results JSON (default benchmarks/results/search-<time>.json)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
-    problems = [p for p in PROBLEMS if p.name in args.problems]
+    problems = _problem_names(args.problems or (QUICK_PROBLEMS if args.quick else list(PROBLEMS)))
+    seeds = args.seeds or (3 if args.quick else 10)
+    budgets = sorted(args.budgets or ([20, 40] if args.quick else [20, 40, 100]))
+    out = args.out or Path(__file__).parent / "results" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the workers inherit it: one thread per process
     root = tempfile.mkdtemp(prefix="arc-bench-search-")
-    t_start = time.perf_counter()
-    beats_tpe = beats_random = 0
+    # alternate the samplers run by run; the largest budget's run gives every smaller one
+    tasks = [(p, s, b, seed, budgets[-1], root) for seed in range(seeds) for p in problems
+             for b in args.batches for s in args.samplers]
+    print(f"{len(problems)} problems x batches {args.batches} x {seeds} seeds x {args.samplers}: "
+          f"{len(tasks)} runs of {budgets[-1]} evaluations on {args.workers} workers", flush=True)
+    t0 = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker)
     try:
-        print(f"{EVALS} evaluations in batches of {BATCH}, {args.seeds} seeds per problem "
-              "(median best; 'wins' = seeds where ARC is strictly better)")
-        print(f"ARC: proposals_per_cycle={ARC_PROPOSALS}, vote weights {ARC_WEIGHTS} (others 1), "
-              f"quorum 0.5; TPE: multivariate, constant liar, 10 start-up trials")
-        print(f"{'problem':<11} {'mode':<4} {'ARC':>10} {'TPE':>10} {'random':>10}   "
-              f"{'wins/TPE':>8} {'wins/rand':>9}  {'fails A/T/R':>12} {'decide s':>8}")
-        for problem in problems:
-            arc, tpe, rnd, decide, fails = [], [], [], [], np.zeros(3, dtype=int)
-            for seed in range(args.seeds):  # alternate the methods seed by seed
-                a, d, fa = run_arc(problem, seed, root)
-                t, ft = run_tpe(problem, seed)
-                r, fr = run_random(problem, seed)
-                arc.append(a), tpe.append(t), rnd.append(r), decide.append(d)
-                fails += (fa, ft, fr)
-            sign = -1.0 if problem.mode == "min" else 1.0
-            wins_t = sum(sign * (a - t) > 1e-12 for a, t in zip(arc, tpe))
-            wins_r = sum(sign * (a - r) > 1e-12 for a, r in zip(arc, rnd))
-            ma, mt, mr = statistics.median(arc), statistics.median(tpe), statistics.median(rnd)
-            beats_tpe += sign * (ma - mt) > 0
-            beats_random += sign * (ma - mr) > 0
-            print(f"{problem.name:<11} {problem.mode:<4} {ma:>10.4f} {mt:>10.4f} {mr:>10.4f}   "
-                  f"{wins_t:>3}/{args.seeds:<4} {wins_r:>4}/{args.seeds:<4}  "
-                  f"{'/'.join(str(x) for x in fails):>12} {statistics.mean(decide):>8.3f}", flush=True)
+        for i, record in enumerate(pool.imap_unordered(run_task, tasks), 1):
+            runs.append(record)
+            if i % max(1, len(tasks) // 20) == 0:
+                print(f"  {i}/{len(tasks)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+        pool.close()
+    except KeyboardInterrupt:  # Ctrl-C: report the runs done so far
+        print(f"interrupted: reporting the {len(runs)} runs done", flush=True)
+        pool.terminate()
     finally:
+        pool.join()
         shutil.rmtree(root, ignore_errors=True)
-    n = len(problems)
-    print(f"ARC's median beats TPE's on {beats_tpe}/{n} problems and random's on {beats_random}/{n} "
-          f"({time.perf_counter() - t_start:.0f} s)")
-    print(f"headline: search_tpe_win_fraction={beats_tpe / n:.2f}")
+    wall = time.perf_counter() - t0
+    complete = set(args.samplers) == set(SAMPLERS)
+    summary = report(runs, budgets, args.batches) if complete else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "problems": problems,
+                               "seeds": seeds, "budgets": budgets, "wall_s": wall, "runs": runs,
+                               "summary": summary}, default=str))
+    print(f"\n{len(runs)} runs in {wall:.0f} s wall on {args.workers} workers; raw results: {out}")
+    if not complete:
+        for s in args.samplers:
+            rs = [r["seconds"] for r in runs if r["sampler"] == s]
+            print(f"  {s}: median {statistics.median(rs):.2f} s per run")
+        return 0
+    print(f"headline: search_gp_win_fraction={summary['win_fraction']['gp']:.2f}")
+    print(f"headline: search_tpe_win_fraction={summary['win_fraction']['tpe']:.2f}")
     return 0
 
 

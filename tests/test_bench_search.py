@@ -1,0 +1,74 @@
+"""Keeps ``benchmarks/bench_search.py`` from rotting: its problems are valid ARC studies,
+the known optima hold, and (slow) the smallest run of the suite ends with its headlines."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+problems = _load("_search_problems")
+bench = _load("bench_search")
+
+
+def test_the_suite_has_24_problems_in_three_families():
+    families = {p.family for p in problems.PROBLEMS.values()}
+    assert len(problems.PROBLEMS) >= 24 and families == set(problems.FAMILIES)
+
+
+@pytest.mark.parametrize("name", sorted(problems.PROBLEMS))
+def test_every_space_is_a_valid_study(name, tmp_path):
+    import arc_ray
+
+    p = problems.PROBLEMS[name]
+    arc_ray.make_study(bench.arc_objective, p.space, "value", mode=p.mode, executor="inprocess",
+                       name=name, storage=tmp_path)
+
+
+@pytest.mark.parametrize(("name", "config"), [
+    ("branin_cat", {"x0": math.pi, "x1": 2.275, "variant": "a"}),
+    ("branin_int", {"x0": 3, "x1": 2.388}),
+    ("hartmann6", {f"x{i}": v for i, v in enumerate([0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573])}),
+    ("rosenbrock4_int", {"x0": 1, "x1": 1, "x2": 1.0, "x3": 1.0, "shape": "narrow"}),
+    ("levy6_int", {f"x{i}": 1 for i in range(6)}),
+    ("styblinski4_cat", {**{f"x{i}": -2.903534 for i in range(4)}, "form": "plain"}),
+    ("bowl_cat", {"x0": 0.2, "x1": -0.3, "x2": 5, "opt": "adam"}),
+    ("batch_oom", {"model": "large", "batch_size": 8, "image_size": 320, "learning_rate": 1e-3}),
+])
+def test_the_known_optima_are_reached(name, config):
+    p = problems.PROBLEMS[name]
+    assert p.objective(config) == pytest.approx(p.optimum, abs=2e-3)
+
+
+def test_a_failure_region_raises_and_counts_as_no_result():
+    p = problems.PROBLEMS["batch_oom"]
+    with pytest.raises(MemoryError):
+        p.objective({"model": "large", "batch_size": 256, "image_size": 320, "learning_rate": 1e-3})
+    assert bench.best_of([None, 2.0, None, 1.0], 3, "min") == 2.0
+    assert bench.best_of([None, None], 2, "max") == -math.inf
+    assert not bench.better(math.inf, math.inf, "min") and bench.better(1.0, math.inf, "min")
+
+
+@pytest.mark.slow
+def test_the_smallest_run_ends_with_the_headlines(tmp_path, capsys):
+    out = tmp_path / "raw.json"
+    assert bench.main(["--problems", "branin_cat", "--seeds", "1", "--budgets", "8", "--batches", "4",
+                       "--workers", "1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("headline: search_gp_win_fraction=")
+    assert lines[-1].startswith("headline: search_tpe_win_fraction=")
+    assert out.exists() and "runs that raised" not in "\n".join(lines)
