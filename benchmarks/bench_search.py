@@ -4,7 +4,7 @@ Issue #12. Every sampler gets the same problems, budgets and batch protocol (ask
 evaluate it, tell the results), seed by seed, runs alternating:
 
 - **arc**: ``arc_ray.run_study(objective, ..., executor="inprocess")`` with the study
-  defaults; only the batch size (``budget.trials_per_cycle``, ``voting.max_approved``)
+  defaults; only the batch size (``budget.trials_per_cycle``)
   and the budget (``budget.max_trials``; ``budget.max_cycles`` = the budget, a runaway
   guard) are set;
 - **tpe**: Optuna ``TPESampler(constant_liar=True, seed=...)``;
@@ -150,8 +150,7 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
                                    executor="inprocess", name=f"{problem.name}-b{batch}-s{seed}",
                                    storage=storage, seed=seed,
                                    # max_cycles: a guard against cycles that run nothing, never reached otherwise
-                                   budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals},
-                                   voting={"max_approved": batch})
+                                   budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
         extra = {"cycles": report.n_cycles, "stop": report.stop_reason.value}
     finally:
         shutil.rmtree(storage, ignore_errors=True)

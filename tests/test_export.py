@@ -45,7 +45,7 @@ def _study(tmp: Path, name: str, baseline: dict) -> StudyConfig:
         "baseline": baseline, "search_space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2,
                                                                  "log": True}},
         "storage": str(tmp / "history"), "executor": "tune", "resources": {"cpu": 1, "gpu": 0},
-        "budget": {"max_cycles": 1, "trials_per_cycle": 2}, "voting": {"max_approved": 2},
+        "budget": {"max_cycles": 1, "trials_per_cycle": 2},
         "proposers": {"proposals_per_cycle": 3}}))
     return StudyConfig.from_yaml(path)
 
