@@ -27,8 +27,11 @@ Run: ``arc run configs/fundus-cpu.yaml --cycles 3`` (see :mod:`arc_ray.cli`), or
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from arc_ray._io import atomic_write_text, read_text
@@ -69,6 +72,24 @@ def _started(name: str, ref: Any) -> Any:
         raise cls(f"the {name} actor could not start: {message}") from None
 
 
+def _ray_initialized() -> bool:
+    """Whether this process is connected to Ray, without importing Ray to find out."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+class _InDriver:
+    """A plain object behind an actor handle's surface: ``obj.method.remote(*a)`` runs the
+    method now and returns its result, so one code path serves actors and the in-driver mode."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._obj, name)
+        return SimpleNamespace(remote=method)
+
+
 # ------------------------------------------------------------------ orchestrator
 
 
@@ -89,6 +110,11 @@ class Orchestrator:
         poll_interval_s: how often trial states are polled while a cycle runs.
         dashboard: start the Ray dashboard when Ray is started here.
         executor: an executor to use instead of the one ``study.executor`` names.
+        in_driver: run the agents and the historian as plain objects in this process,
+            without Ray. Default: when the study's executor is ``inprocess`` and no cluster
+            is named (``address``, ``RAY_ADDRESS``) or already connected — a cheap
+            objective then costs no Ray start and no actor calls. Decisions and history
+            are the same as with actors.
 
     Raises:
         ClusterConnectionError: Ray cannot be reached.
@@ -104,7 +130,7 @@ class Orchestrator:
                  *, trainable: Callable[..., Any] | None = None,
                  on_event: Callable[[CycleEvent], None] | None = None,
                  poll_interval_s: float = 0.5, dashboard: bool = True,
-                 executor: "Executor | None" = None) -> None:
+                 executor: "Executor | None" = None, in_driver: bool | None = None) -> None:
         self.study = study
         self.offline_mode = offline_mode
         self.namespace = f"arc-{study.name}"
@@ -115,8 +141,17 @@ class Orchestrator:
         from arc_ray.historian import ParquetStore
 
         ParquetStore(study.study_dir).check_writable()
-        self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
-        self.agents = self._start_agents()
+        if in_driver is None:
+            in_driver = (study.executor == "inprocess" and not address and not os.environ.get("RAY_ADDRESS")
+                         and not _ray_initialized())
+        self.in_driver = in_driver
+        if in_driver:
+            self.cluster: dict[str, Any] = {}
+            self.agents = {name: cls(*args, **kwargs) for name, (cls, args, kwargs) in self._agent_roster().items()}
+            self.agents["historian"] = _InDriver(self.agents["historian"])
+        else:
+            self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
+            self.agents = self._start_agents()
         self.historian = self.agents.pop("historian")
         from arc_ray.agents import Collective
 
@@ -192,6 +227,8 @@ class Orchestrator:
         return TrainingExecutor(self.study, trainable=self.trainable)
 
     def _make_telemetry(self) -> Any | None:
+        if self.in_driver:  # Ray's metrics need a Ray node to export them
+            return None
         try:
             from arc_ray.telemetry import Telemetry
 
@@ -210,13 +247,13 @@ class Orchestrator:
                 their cycle is integrated). Pass ``False`` when interrupted: the trials
                 are left unfinished on disk and the next run resumes them.
         """
-        import ray
-
         try:
             if self._executor is not None and cancel_trials:
                 self._executor.shutdown()
         finally:
-            if kill_actors:
+            if kill_actors and not self.in_driver:
+                import ray
+
                 for handle in [self.historian, *self.agents.values()]:
                     try:
                         ray.kill(handle, no_restart=True)
@@ -233,6 +270,8 @@ class Orchestrator:
                                      message=message))
 
     def _get(self, call: Any) -> Any:
+        if self.in_driver:  # the call already ran (see _InDriver)
+            return call
         import ray
 
         return ray.get(call)

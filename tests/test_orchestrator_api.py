@@ -85,3 +85,60 @@ def test_the_example_script_runs_against_a_cluster(ray_session, tmp_path):
     best = float(re.search(r"best auc ([0-9.]+) from c0001-", proc.stdout).group(1))
     assert 0.5 < best <= 1.0
     assert (tmp_path / "sklearn_gbm" / "trials").is_dir()
+
+
+TOY_SPACE = {"x": {"type": "float", "low": -1.0, "high": 1.0},
+             "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+             "model": {"type": "categorical", "choices": ["small", "medium", "large"]},
+             "layers": {"type": "int", "low": 1, "high": 6}}
+
+
+def _objective_2d(config):
+    return {"score": 1.0 - (config["x"] - 0.3) ** 2 - 0.1 * abs(config["lr"] - 0.01)}
+
+
+SPACE_2D = {"x": {"type": "float", "low": -1.0, "high": 1.0},
+            "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+            "k": {"type": "categorical", "choices": ["a", "b", "c"]}}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_in_driver_mode_decides_and_records_the_same_as_actors(ray_session, tmp_path):
+    from arc_ray.historian import HistoryReader
+    from arc_ray.orchestrator import Orchestrator
+
+    seen = {}
+    for in_driver in (True, False):
+        # an objective the actors' processes can import by name, as the agents look its Config up
+        study = make_study("trainables.toy:objective", TOY_SPACE, "score", name="same", seed=3,
+                           executor="inprocess", storage=tmp_path / str(in_driver),
+                           budget={"trials_per_cycle": 4})
+        orch = Orchestrator(study, in_driver=in_driver)
+        try:
+            assert orch.in_driver is in_driver
+            report = orch.run(max_cycles=3)
+        finally:
+            orch.shutdown(kill_actors=True)
+        reader = HistoryReader(study)
+        decisions = sorted((d["cycle_id"], d["experiment_id"], d["outcome"], d["changes_json"])
+                           for d in reader.decisions_table().to_pylist())
+        trials = sorted((t["experiment_id"], t["status"], t["config_json"], t["metric.score"])
+                        for t in reader.trials_table().to_pylist())
+        seen[in_driver] = (decisions, trials, report.best_value, report.stop_reason)
+    assert len(seen[True][1]) >= 8
+    assert seen[True] == seen[False]
+
+
+def test_a_cheap_objective_runs_without_ray(tmp_path):
+    script = (f"import sys, arc_ray\n"
+              f"from test_orchestrator_api import _objective_2d, SPACE_2D\n"
+              f"r = arc_ray.run_study(_objective_2d, SPACE_2D, 'score', executor='inprocess', "
+              f"storage={str(tmp_path)!r}, budget={{'max_trials': 12, 'trials_per_cycle': 4}})\n"
+              f"print(r.n_trials, 'ray' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT / "tests")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["12", "False"]
