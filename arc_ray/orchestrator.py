@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import sys
 import time
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from arc_ray._io import atomic_write_text, read_text
+from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
 from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.records import (
@@ -54,40 +52,6 @@ if TYPE_CHECKING:
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-
-def _started(name: str, ref: Any) -> Any:
-    """``ray.get(ref)``; an actor whose constructor raised becomes that error, in one line."""
-    import ray
-
-    from arc_ray.errors import ArcError, ConfigValidationError, HistoryError
-
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayActorError as exc:
-        text = str(getattr(exc, "error_msg", "") or exc)
-        found = re.findall(r"^(?:[\w.]+\.)?(\w+Error): (.+)$", text, re.M)
-        kind, message = found[-1] if found else (type(exc).__name__, text.strip().splitlines()[0])
-        cls = {"HistoryError": HistoryError, "ConfigValidationError": ConfigValidationError}.get(kind, ArcError)
-        raise cls(f"the {name} actor could not start: {message}") from None
-
-
-def _ray_initialized() -> bool:
-    """Whether this process is connected to Ray, without importing Ray to find out."""
-    ray = sys.modules.get("ray")
-    return bool(ray is not None and ray.is_initialized())
-
-
-class _InDriver:
-    """A plain object behind an actor handle's surface: ``obj.method.remote(*a)`` runs the
-    method now and returns its result, so one code path serves actors and the in-driver mode."""
-
-    def __init__(self, obj: Any) -> None:
-        self._obj = obj
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._obj, name)
-        return SimpleNamespace(remote=method)
 
 
 # ------------------------------------------------------------------ orchestrator
@@ -143,15 +107,14 @@ class Orchestrator:
         ParquetStore(study.study_dir).check_writable()
         if in_driver is None:
             in_driver = (study.executor == "inprocess" and not address and not os.environ.get("RAY_ADDRESS")
-                         and not _ray_initialized())
+                         and not ray_initialized())
         self.in_driver = in_driver
         if in_driver:
             self.cluster: dict[str, Any] = {}
-            self.agents = {name: cls(*args, **kwargs) for name, (cls, args, kwargs) in self._agent_roster().items()}
-            self.agents["historian"] = _InDriver(self.agents["historian"])
+            self.agents = in_driver_agents(study)
         else:
             self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
-            self.agents = self._start_agents()
+            self.agents = start_actors(study, self.namespace)
         self.historian = self.agents.pop("historian")
         from arc_ray.agents import Collective
 
@@ -163,54 +126,6 @@ class Orchestrator:
         self._history_counts: dict[str, int] = {}  # trials in the history by status, for telemetry
 
     # ------------------------------------------------------------- set-up
-
-    def _agent_roster(self) -> dict[str, tuple[type, tuple, dict]]:
-        """Name → (class, args, kwargs) of every actor the study needs, historian included."""
-        from arc_ray.agents import build_roster
-        from arc_ray.historian import Historian
-
-        roster = {"historian": (Historian, (self.study,), {})}
-        roster.update(build_roster(self.study))
-        return roster
-
-    def _start_agents(self) -> dict[str, Any]:
-        import ray
-
-        roster = self._agent_roster()
-        handles = {name: self._actor(name, cls, args, kwargs) for name, (cls, args, kwargs) in roster.items()}
-        want = self.study.model_dump_json()
-        refs = [h.served_study.remote() for h in handles.values()]
-        served = [_started(name, ref) for name, ref in zip(handles, refs)]
-        for (name, handle), study_json in zip(list(handles.items()), served):
-            if study_json != want:  # an actor left from another study of the same name
-                logger.info("replacing actor %s/%s: it serves a different study config", self.namespace, name)
-                ray.kill(handle, no_restart=True)
-                cls, args, kwargs = roster[name]
-                handles[name] = self._actor(name, cls, args, kwargs, fresh=True)
-        logger.info("actors in namespace %s: %s", self.namespace, ", ".join(handles))
-        return handles
-
-    def _actor(self, name: str, cls: type, args: tuple, kwargs: dict, fresh: bool = False) -> Any:
-        import ray
-
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        # On the driver's node: the historian writes a local storage path there (a worker
-        # node's disk would be the wrong one), and a worker node's death (a reclaimed spot
-        # instance) must not take the study's state with it. A restarted actor serves
-        # calls again (max_task_retries): every actor call of the loop is idempotent.
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-        remote = ray.remote(cls).options(name=name, namespace=self.namespace, get_if_exists=not fresh,
-                                         num_cpus=0, max_restarts=2, max_task_retries=2,
-                                         scheduling_strategy=here)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return remote.remote(*args, **kwargs)
-            except ValueError:  # the killed actor's name is not released yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     @property
     def executor(self) -> "Executor":
@@ -270,7 +185,7 @@ class Orchestrator:
                                      message=message))
 
     def _get(self, call: Any) -> Any:
-        if self.in_driver:  # the call already ran (see _InDriver)
+        if self.in_driver:  # the call already ran (see arc_ray.actors.InDriver)
             return call
         import ray
 
