@@ -397,6 +397,7 @@ class HistorySummary(_Record):
     modes: list[str] = Field(default_factory=list)  # strategy mode of each past cycle, in order
     gpu_hours_used: float = 0.0
     mean_trial_duration_s: float | None = None
+    n_feasible: int | None = None  # completed trials meeting the outcome constraints; None without any
 
     def learned_constraints(self) -> list[Constraint]:
         """The constraints learned from failures (the study's declared ones left out)."""
