@@ -149,6 +149,7 @@ class Prediction(_Record):
     failure_probability: float | None = Field(None, ge=0, le=1)
     expected_improvement: float | None = None
     is_prior: bool = False  # True when there was too little data to fit a model
+    feasibility: float | None = Field(None, ge=0, le=1)  # P(outcome constraints met); None without any
 
 
 class Proposal(_Record):
