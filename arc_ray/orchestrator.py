@@ -355,11 +355,7 @@ class Orchestrator:
         return report
 
     def _prune_checkpoints(self, cycle_id: int) -> None:
-        """Once a cycle is stored, only the study's ``checkpoints.keep_top`` best trials keep a model.
-
-        Only stored cycles are pruned (a pending cycle's trials may resume from theirs);
-        the executor also skips cycles with trials still running.
-        """
+        """Once a cycle is stored, only the ``checkpoints.keep_top`` best trials of stored cycles keep a model."""
         keep = self.study.checkpoints.keep_top
         if keep is None or self._executor is None:
             return
