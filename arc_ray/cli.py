@@ -251,6 +251,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print("cycles: none finished", file=out)
     print(f"trials: {s.n_trials} ({s.n_completed} completed, {s.n_failed} failed)", file=out)
+    if study.outcome_constraints:
+        print(f"feasible: {s.n_feasible} of {s.n_completed} completed "
+              f"({', '.join(map(str, study.outcome_constraints))}); the best is the best feasible", file=out)
     if s.best_value is not None:
         print(f"best {study.metric}: {s.best_value:.4f} (experiment {s.best_experiment_id})", file=out)
     else:
@@ -293,10 +296,18 @@ def history_frame(study: "StudyConfig", top: int | None) -> Any:
         df[col] = float("nan")
     ok = df[schema.STATUS] == "COMPLETED"
     ranked = df[ok].sort_values(col, ascending=study.mode == "min", kind="stable", na_position="last")
+    feasible = []
+    if study.outcome_constraints:  # feasible trials rank first: the best is the best feasible
+        from arc_ray.historian.analysis import feasible_rows
+
+        df["feasible"] = feasible_rows(table, study.outcome_constraints)
+        ranked = ranked.assign(feasible=df.loc[ranked.index, "feasible"])
+        ranked = ranked.sort_values("feasible", ascending=False, kind="stable")
+        feasible = ["feasible"]
     df = pd.concat([ranked, df[~ok].sort_values(schema.CYCLE_ID, kind="stable")], ignore_index=True)
     metrics = [col] + sorted(c for c in df.columns if c.startswith(schema.METRIC_PREFIX) and c != col)
     configs = [schema.CONFIG_PREFIX + n for n in study.search_space.names if schema.CONFIG_PREFIX + n in df.columns]
-    keep = [schema.EXPERIMENT_ID, schema.CYCLE_ID, schema.STATUS, *metrics, schema.PROPOSER,
+    keep = [schema.EXPERIMENT_ID, schema.CYCLE_ID, schema.STATUS, *feasible, *metrics, schema.PROPOSER,
             schema.PROPOSAL_TYPE, schema.DURATION_S, schema.ERROR_CLASS, *configs]
     df = df[[c for c in keep if c in df.columns]]
     return df.head(top) if top else df
@@ -320,8 +331,11 @@ def history_table(study: "StudyConfig", df: Any) -> str:
                 continue
             changes.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
         text = ", ".join(changes) or "(baseline)"
-        rows.append({"#": rank, "experiment": r[schema.EXPERIMENT_ID], "cycle": r[schema.CYCLE_ID],
-                     "status": r[schema.STATUS], study.metric: r.get(metric), "proposer": r.get(schema.PROPOSER),
+        row = {"#": rank, "experiment": r[schema.EXPERIMENT_ID], "cycle": r[schema.CYCLE_ID],
+               "status": r[schema.STATUS]}
+        if "feasible" in df.columns:
+            row["feasible"] = "yes" if r["feasible"] else "no"
+        rows.append({**row, study.metric: r.get(metric), "proposer": r.get(schema.PROPOSER),
                      "time_s": r.get(schema.DURATION_S), "error": r.get(schema.ERROR_CLASS) or "",
                      "changes from baseline": text if len(text) <= 70 else text[:67] + "..."})
     view = pd.DataFrame(rows)

@@ -53,6 +53,7 @@ from arc_ray.historian.schema import (
     REASON,
     STATUS,
 )
+from arc_ray.outcomes import is_feasible
 from arc_ray.predict import EXPORT_FILE, MODEL_FILE, ExportedModel
 from arc_ray.records import JobStatus
 from arc_ray.screening import (
@@ -103,7 +104,7 @@ class Export:
 # ----------------------------------------------------------------------------- choosing
 def choose_experiment(study: "StudyConfig", reader: "HistoryReader",
                       experiment_id: str | None = None) -> dict[str, Any]:
-    """The trials row to export: the named experiment, or the best completed one.
+    """The trials row to export: the named experiment, or the best feasible completed one.
 
     Raises:
         EmptyHistoryError: the history holds no trial, or (without ``experiment_id``) no
@@ -131,7 +132,17 @@ def choose_experiment(study: "StudyConfig", reader: "HistoryReader",
     if not done:
         raise EmptyHistoryError(f"study {study.name!r} has no completed trial with a finite {study.metric} "
                                 f"yet ({len(rows)} trial(s) in the history); nothing to export")
-    return max(done, key=lambda r: study.sign * r[col])
+    feasible = [r for r in done if is_feasible(_metrics_of(r), study.outcome_constraints)]
+    if not feasible:
+        bounds = ", ".join(map(str, study.outcome_constraints))
+        raise EmptyHistoryError(f"study {study.name!r} has no feasible trial yet ({bounds}: none of "
+                                f"{len(done)} completed trial(s) meets them); name one with --experiment")
+    return max(feasible, key=lambda r: study.sign * r[col])
+
+
+def _metrics_of(row: dict[str, Any]) -> dict[str, float]:
+    return {k[len(METRIC_PREFIX):]: v for k, v in row.items()
+            if k.startswith(METRIC_PREFIX) and isinstance(v, (int, float))}
 
 
 def find_checkpoint(study: "StudyConfig", experiment_id: str, cycle_id: int) -> str:

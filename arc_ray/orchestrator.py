@@ -355,12 +355,14 @@ class Orchestrator:
         return report
 
     def _prune_checkpoints(self, cycle_id: int) -> None:
-        """Once a cycle is stored, keep only each trial's newest ``study.checkpoints_kept``."""
-        keep = self.study.checkpoints_kept
+        """Once a cycle is stored, only the ``checkpoints.keep_top`` best trials of stored cycles keep a model."""
+        keep = self.study.checkpoints.keep_top
         if keep is None or self._executor is None:
             return
         try:
-            self._executor.prune_checkpoints(cycle_id, keep)
+            stored = self._get(self.historian.cycle_ids.remote())["done"] | {cycle_id}
+            best = self._get(self.historian.top_experiment_ids.remote(keep))
+            self._executor.prune_to_best(stored, best)
         except Exception as exc:  # disk housekeeping never fails a cycle
             logger.warning("cycle %d: could not prune checkpoints: %s", cycle_id, exc)
 

@@ -149,6 +149,7 @@ class Prediction(_Record):
     failure_probability: float | None = Field(None, ge=0, le=1)
     expected_improvement: float | None = None
     is_prior: bool = False  # True when there was too little data to fit a model
+    feasibility: float | None = Field(None, ge=0, le=1)  # P(outcome constraints met); None without any
 
 
 class Proposal(_Record):
@@ -397,6 +398,7 @@ class HistorySummary(_Record):
     modes: list[str] = Field(default_factory=list)  # strategy mode of each past cycle, in order
     gpu_hours_used: float = 0.0
     mean_trial_duration_s: float | None = None
+    n_feasible: int | None = None  # completed trials meeting the outcome constraints; None without any
 
     def learned_constraints(self) -> list[Constraint]:
         """The constraints learned from failures (the study's declared ones left out)."""

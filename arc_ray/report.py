@@ -95,6 +95,16 @@ class ReportData:
         ok &= df[self.metric_column].map(lambda v: math.isfinite(float(v)))
         return df[ok]
 
+    def feasible(self, rows: "pd.DataFrame") -> "pd.Series":
+        """Per row: whether it meets every outcome constraint (all ``True`` without any)."""
+        from arc_ray.outcomes import is_feasible
+
+        constraints = self.study.outcome_constraints
+        n = len(METRIC_PREFIX)
+        return rows.apply(lambda r: is_feasible({k[n:]: r[k] for k in r.index if k.startswith(METRIC_PREFIX)
+                                                 and r[k] is not None}, constraints),
+                          axis=1).astype(bool) if len(rows) else rows.index.to_series().astype(bool)
+
 
 @dataclass
 class Report:
@@ -167,8 +177,9 @@ def _pyplot():
 
 
 def best_so_far_by_cycle(data: ReportData) -> tuple[list[int], list[float]]:
-    """The best metric value after each cycle (cycles with no completed trial carry it on)."""
+    """The best feasible metric value after each cycle (cycles with none carry it on)."""
     done = data.completed()
+    done = done[data.feasible(done)]
     cycles = sorted(set(int(c) for c in data.trials[CYCLE_ID].dropna()) | set(data.cycle_modes))
     xs: list[int] = []
     ys: list[float] = []
@@ -194,11 +205,19 @@ def plot_metric_by_cycle(data: ReportData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     rng = np.random.default_rng(0)
     if len(done):
+        feasible = data.feasible(done).to_numpy()
         cyc = done[CYCLE_ID].astype(float).to_numpy()
+        jitter = cyc + rng.uniform(-0.15, 0.15, len(cyc))
         colours = [MODE_COLOURS.get(data.cycle_modes.get(int(c), ""), _UNKNOWN_COLOUR) for c in cyc]
-        ax.scatter(cyc + rng.uniform(-0.15, 0.15, len(cyc)), done[data.metric_column].astype(float),
-                   c=colours, s=28, alpha=0.8, edgecolors="white", linewidths=0.5,
+        values = done[data.metric_column].astype(float).to_numpy()
+        ax.scatter(jitter[feasible], values[feasible], c=[c for c, f in zip(colours, feasible) if f],
+                   s=28, alpha=0.8, edgecolors="white", linewidths=0.5,
                    label="trial (colour: cycle mode)", zorder=3)
+        if not feasible.all():  # hollow: completed, but breaking an outcome constraint
+            bounds = ", ".join(map(str, data.study.outcome_constraints))
+            ax.scatter(jitter[~feasible], values[~feasible], facecolors="none", edgecolors="#8C8C8C",
+                       s=28, linewidths=1.0, label=f"infeasible ({int((~feasible).sum())}; {bounds})",
+                       zorder=3)
     failed = data.trials[data.trials[STATUS] != "COMPLETED"]
     if len(failed) and len(done):
         low = float(done[data.metric_column].min())
@@ -342,10 +361,20 @@ def plot_parameters(data: ReportData, path: Path, top_k: int = 4) -> Path | None
 
 
 def top_experiments(data: ReportData, n: int = 10) -> "pd.DataFrame":
-    """The ``n`` best completed experiments, best first."""
+    """The ``n`` best completed experiments, best first (feasible ones before the rest)."""
     done = data.completed()
     ascending = data.study.mode == "min"
-    return done.sort_values(data.metric_column, ascending=ascending, kind="stable").head(n)
+    done = done.sort_values(data.metric_column, ascending=ascending, kind="stable")
+    if data.study.outcome_constraints:
+        done = done.assign(_feasible=data.feasible(done)).sort_values("_feasible", ascending=False,
+                                                                       kind="stable").drop(columns="_feasible")
+    return done.head(n)
+
+
+def best_experiment(data: ReportData) -> "pd.DataFrame":
+    """The study's best as one row: the best feasible completed experiment (or none)."""
+    best = top_experiments(data, 1)
+    return best[data.feasible(best)] if len(best) else best
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -404,7 +433,7 @@ def render_html(data: ReportData, figures: dict[str, Path | None], top_n: int = 
     study = data.study
     metric = study.metric
     done = data.completed()
-    best = top_experiments(data, 1)
+    best = best_experiment(data)
     best_value = float(best[data.metric_column].iloc[0]) if len(best) else None
     best_id = str(best[EXPERIMENT_ID].iloc[0]) if len(best) else None
     n_cycles = len(set(int(c) for c in data.trials[CYCLE_ID].dropna()) | set(data.cycle_modes))
@@ -429,11 +458,15 @@ def render_html(data: ReportData, figures: dict[str, Path | None], top_n: int = 
 
     parts.append(f"<h2>Top {top_n} experiments</h2>")
     other_metrics = [c for c in data.trials.columns if c.startswith(METRIC_PREFIX) and c != data.metric_column]
-    headers = ["#", "experiment", "cycle", metric, *[c[len(METRIC_PREFIX):] for c in other_metrics][:4],
-               "proposer", "changes from baseline"]
+    constrained = bool(data.study.outcome_constraints)
+    headers = ["#", "experiment", "cycle", *(["feasible"] if constrained else []), metric,
+               *[c[len(METRIC_PREFIX):] for c in other_metrics][:4], "proposer", "changes from baseline"]
     rows = []
-    for rank, (_, r) in enumerate(top_experiments(data, top_n).iterrows(), 1):
-        rows.append([rank, r[EXPERIMENT_ID], int(r[CYCLE_ID]), float(r[data.metric_column]),
+    top = top_experiments(data, top_n)
+    feasible = data.feasible(top)
+    for rank, (i, r) in enumerate(top.iterrows(), 1):
+        mark = [("yes" if feasible[i] else "no")] if constrained else []
+        rows.append([rank, r[EXPERIMENT_ID], int(r[CYCLE_ID]), *mark, float(r[data.metric_column]),
                      *[r[c] for c in other_metrics][:4], r.get(PROPOSER), _config_changes(data, r)])
     parts.append(_table(headers, rows) if rows else "<p class='muted'>No completed experiment.</p>")
 
@@ -492,7 +525,7 @@ def render_report(data: ReportData, out_dir: str | Path, top_n: int = 10) -> Rep
     tmp = out / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(target)  # a reader never sees half a page
-    best = top_experiments(data, 1)
+    best = best_experiment(data)
     logger.info("report written to %s", target)
     return Report(html=target, figures={k: v for k, v in figures.items() if v is not None},
                   n_trials=len(data.trials),

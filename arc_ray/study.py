@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arc_ray.errors import ConfigValidationError, Violation
+from arc_ray.outcomes import OutcomeConstraint
 from arc_ray.records import Constraint, Resources, SafeName
 from arc_ray.space import SearchSpace, flatten_config, unflatten_config
 
@@ -108,6 +109,17 @@ class SupervisorSettings(BaseModel):
     max_gpu_per_trial: float = Field(8.0, ge=0)
 
 
+class CheckpointSettings(BaseModel):
+    """Which trials keep a model on disk once their cycle is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The study's best trials (feasible first, by the study metric) keep their best
+    # model, reduced to what `arc export` reads; every other stored trial's checkpoints
+    # are deleted. None keeps every checkpoint whole.
+    keep_top: int | None = Field(3, ge=1)
+
+
 class StudyConfig(BaseModel):
     """One research campaign, as loaded from ``configs/<study>.yaml``."""
 
@@ -122,6 +134,8 @@ class StudyConfig(BaseModel):
     metric: str
     mode: Literal["max", "min"] = "max"
     target: float | None = None  # the loop stops once the best reaches it
+    # Bounds other metrics must meet (e.g. sensitivity >= 0.85); the best is the best feasible trial.
+    outcome_constraints: list[OutcomeConstraint] = Field(default_factory=list)
     # --- the space searched
     baseline: dict[str, Any]
     search_space: SearchSpace
@@ -135,9 +149,7 @@ class StudyConfig(BaseModel):
     max_concurrent_trials: int = Field(2, ge=1)
     trial_timeout_s: float | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0)  # Tune retries of a trial whose worker died
-    # Checkpoints kept per trial once its cycle is stored in the history (resume needs
-    # none then); the newest are kept. None keeps every checkpoint.
-    checkpoints_kept: int | None = Field(1, ge=1)
+    checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
     scheduler: SchedulerSettings | None = None
     # --- the agents
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
@@ -180,12 +192,42 @@ class StudyConfig(BaseModel):
         logger.warning("%s", message)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_checkpoints_kept(cls, data: Any) -> Any:
+        """Accept ``checkpoints_kept`` (deprecated): each stored trial now keeps its newest
+        checkpoint, and ``checkpoints.keep_top`` says how many trials keep one; ``None``
+        (keep every checkpoint) still means that."""
+        if not isinstance(data, Mapping) or "checkpoints_kept" not in data:
+            return data
+        data = dict(data)
+        kept = data.pop("checkpoints_kept")
+        settings = data.get("checkpoints")
+        settings = dict(settings) if isinstance(settings, Mapping) else {}
+        if kept is None:
+            settings.setdefault("keep_top", None)
+        data["checkpoints"] = settings
+        message = ("checkpoints_kept is deprecated: a stored trial keeps only its newest checkpoint; "
+                   f"using checkpoints.keep_top={settings.get('keep_top', 3)} (the trials that keep one)")
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        logger.warning("%s", message)
+        return data
+
     @field_validator("target")
     @classmethod
     def _finite_target(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
             raise ValueError(f"target must be a finite number, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _constraints_on_other_metrics(self) -> "StudyConfig":
+        for c in self.outcome_constraints:
+            if c.metric == self.metric:
+                message = (f"outcome constraint {c} bounds the study metric itself; "
+                           "the search still maximises it, the bound only marks trials infeasible")
+                logger.warning("%s", message)
+        return self
 
     @field_validator("resources")
     @classmethod

@@ -43,6 +43,7 @@ search_space:
   layers: {{type: int, low: 1, high: 4}}
   epochs: {{type: int, low: 2, high: 3}}
 storage: {storage}
+checkpoints: {{keep_top: 100}}   # every stored trial keeps its newest checkpoint (test_checkpoints: top-k)
 resources: {{cpu: 1, gpu: 0}}
 max_concurrent_trials: 2
 budget: {{trials_per_cycle: 3}}

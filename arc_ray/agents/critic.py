@@ -9,7 +9,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from arc_ray.agents.base import Agent, AgentContext, risk_cap, world_model_for
-from arc_ray.historian.schema import EXPERIMENT_ID
+from arc_ray.historian.schema import EXPERIMENT_ID, METRIC_PREFIX
+from arc_ray.outcomes import probability_feasible
 from arc_ray.records import Prediction, Proposal, Vote
 from arc_ray.space import flatten_config
 from arc_ray.study import StudyConfig
@@ -24,6 +25,26 @@ LARGE_HISTORY = 300  # past this many trials, one optimizer start fits the GP we
 
 
 
+def fit_constraint_models(ctx: AgentContext, seed: int = 0) -> dict[str, "WorldModel"]:
+    """One cheap GP per constrained metric, fitted like the study metric's (no restarts).
+
+    A metric no trial reported yet, or too few to fit, gets no model: its constraint
+    then adds no evidence to P(feasible) instead of a made-up prior.
+    """
+    from arc_ray.world_model import WorldModel
+
+    models: dict[str, WorldModel] = {}
+    for c in ctx.study.outcome_constraints:
+        if c.metric in models or METRIC_PREFIX + c.metric not in ctx.trials.column_names:
+            continue
+        wm = WorldModel(seed=seed, n_restarts=0).fit(ctx.trials, ctx.study.search_space, c.metric,
+                                                     1.0 if c.op == ">=" else -1.0,
+                                                     baseline_config=ctx.study.baseline)
+        if not wm.is_prior:
+            models[c.metric] = wm
+    return models
+
+
 class Critic(Agent):
     """Forecasts each proposal with the world model (fitted on the trials table once per
     history version) and votes.
@@ -31,6 +52,9 @@ class Critic(Agent):
     * :meth:`assess` returns a :class:`Prediction` per proposal: predicted mean ± std,
       expected improvement over the best, failure probability. The collective attaches
       them to the proposals before the vote, so every voter and the supervisor see them.
+    * With outcome constraints, expected improvement is multiplied by the probability
+      that every constraint holds (each constrained metric forecast by its own GP:
+      :func:`fit_constraint_models`), and the rationale cites ``P(feasible)``.
     * :meth:`vote` ranks the batch by expected improvement (which trades the predicted
       mean against its uncertainty; in benchmarks it chose better than an upper
       confidence bound in explore cycles) and scores
@@ -46,6 +70,7 @@ class Critic(Agent):
         super().__init__(study, name)
         self._model: WorldModel | None = None
         self._fitted_on: tuple[int, str | None] = (0, None)  # rows, first experiment id
+        self._constraint_models: dict[str, WorldModel] = {}  # constrained metric → its forecast
 
     def model(self, ctx: AgentContext) -> "WorldModel":
         """The world model, refitted when the history has grown by :data:`REFIT_GROWTH`.
@@ -64,6 +89,7 @@ class Critic(Agent):
         if stale:
             restarts = 0 if n > LARGE_HISTORY else 2
             self._model = world_model_for(ctx, seed=self.study.seed, n_restarts=restarts)
+            self._constraint_models = fit_constraint_models(ctx, seed=self.study.seed)
             self._fitted_on = (n, first)
         assert self._model is not None
         return self._model
@@ -76,6 +102,12 @@ class Critic(Agent):
         if best is not None and not wm.is_prior:
             ei = wm.expected_improvement(configs, best=best)
             preds = [p.model_copy(update={"expected_improvement": float(e)}) for p, e in zip(preds, ei)]
+        forecasts = {m: cm.predict_mean_std(configs) for m, cm in self._constraint_models.items()}
+        feasible = probability_feasible(forecasts, self.study.outcome_constraints)
+        if feasible is not None:  # constrained EI: improvement only counts where the bounds hold
+            preds = [p.model_copy(update={"feasibility": float(f),
+                                          "expected_improvement": (p.expected_improvement or 0.0) * float(f)})
+                     for p, f in zip(preds, feasible)]
         return preds, configs
 
     def _configs(self, proposals: list[Proposal], ctx: AgentContext) -> list[dict[str, Any]]:
@@ -108,7 +140,8 @@ class Critic(Agent):
             approve = risk <= cap
             why = (f"predicted {metric} {pred.mean:.4g} ± {pred.std:.2g}, EI {pred.expected_improvement or 0:.3g}, "
                    f"P(fail) {risk:.2f}; EI ranks {len(acq) - int(round(q * (len(acq) - 1)))} "
-                   f"of {len(acq)}" + (" (prior: too little data to fit)" if pred.is_prior else ""))
+                   f"of {len(acq)}" + (" (prior: too little data to fit)" if pred.is_prior else "")
+                   + (f"; P(feasible)={pred.feasibility:.2f}" if pred.feasibility is not None else ""))
             if not approve:
                 why = f"reject: P(fail) {risk:.2f} is above the risk cap {cap:.2f}; " + why
             votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=approve,

@@ -189,6 +189,9 @@ class Supervisor:
             taken.append((p.experiment_id, x))
             cost = "unknown GPU-h (no duration yet)" if gpu_h is None else f"~{gpu_h:.2f} GPU-h"
             risk_txt = "no risk forecast" if risk is None else f"P(fail) {risk:.2f}"
+            feasibility = p.predicted.feasibility if p.predicted else None
+            if feasibility is not None:  # the outcome constraints, as the critic forecast them
+                risk_txt += f", P(feasible)={feasibility:.2f}"
             reason = (f"rank {ballot.rank}: {ballot.summary()}; {risk_txt}; {cost}"
                       + (f"; repaired: {'; '.join(notes)}" if notes else ""))
             if repair or notes:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -180,6 +180,20 @@ class Executor(abc.ABC):
         Raises:
             ConfigValidationError: ``cycle_id`` or ``keep`` is out of range.
         """
+
+    def prune_to_best(self, stored_cycles: Iterable[int], keep_ids: Collection[str]) -> int:
+        """Across the study's stored cycles, keep only the best model of the ``keep_ids`` trials.
+
+        Every trial of a stored cycle keeps at most its newest checkpoint, reduced to what
+        ``arc export`` reads; only the ``keep_ids`` trials keep even that. Cycles with a
+        trial still running here are left alone, and the caller passes only cycles stored
+        in the history, so nothing a running or resumable trial needs is deleted. The
+        default keeps everything (an executor without checkpoints).
+
+        Returns:
+            how many checkpoint folders and files were deleted.
+        """
+        return 0
 
     @abc.abstractmethod
     def jobs(self, cycle_id: int | None = None) -> list[Job]:

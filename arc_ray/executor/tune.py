@@ -42,7 +42,7 @@ import re
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
 from arc_ray.executor._tune_trial import TRIAL_KEY, make_trial_function, trial_dirname, trial_name, trial_resources
@@ -439,6 +439,15 @@ class TrainingExecutor(Executor):
         if removed:
             logger.info("cycle %d: removed %d older checkpoints", cycle_id, removed)
         return removed
+
+    def prune_to_best(self, stored_cycles: Iterable[int], keep_ids: Collection[str]) -> int:
+        """Keep the best model of the ``keep_ids`` trials only (see :meth:`Executor.prune_to_best`)."""
+        from arc_ray.executor._tune_prune import prune_study
+
+        with self._cond:
+            busy = {j.cycle_id for j in self._jobs.values() if not j.status.is_terminal()}
+        cycles = {int(c) for c in stored_cycles} - busy
+        return prune_study(self.study.tune_dir, cycles, set(keep_ids)) if cycles else 0
 
     # ---------------------------------------------------------------- helpers
 

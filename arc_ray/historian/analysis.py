@@ -18,6 +18,7 @@ results through the frame's memo.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,10 +38,14 @@ from arc_ray.historian.schema import (
     RESOURCES_GPU,
     STATUS,
 )
+from arc_ray.outcomes import OutcomeConstraint
 from arc_ray.records import Constraint, ErrorClass, Pattern
 
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
+
+logger = logging.getLogger(__name__)
+_WARNED_MISSING: set[str] = set()  # constrained metrics already warned about (once per process)
 
 
 # ------------------------------------------------------------------ columns
@@ -78,14 +83,41 @@ class Scored:
     sign: float
 
 
-def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None) -> Scored:
-    """The completed experiments that can rank, in history order."""
+def feasible_rows(table: pa.Table, constraints: Sequence[OutcomeConstraint] = (), *,
+                  frame: Frame | None = None) -> np.ndarray:
+    """Per row: completed and meeting every outcome constraint (a missing metric never does).
+
+    A constrained metric no completed trial reported is logged once: the study's
+    trainable may not report it under that name, and then nothing is feasible.
+    """
+    fr = _frame(table, frame)
+    ok = fr.equals(STATUS, COMPLETED).copy()
+    for c in constraints:
+        column = METRIC_PREFIX + c.metric
+        if not fr.has(column):
+            if ok.any() and c.metric not in _WARNED_MISSING:
+                _WARNED_MISSING.add(c.metric)
+                logger.warning("outcome constraint %s: no trial reports %r, so no trial is feasible; "
+                               "check the metric's name", c, c.metric)
+            return np.zeros(fr.n, dtype=bool)
+        v = fr.floats(column)
+        with np.errstate(invalid="ignore"):
+            ok &= np.isfinite(v) & (v >= c.value if c.op == ">=" else v <= c.value)
+    return ok
+
+
+def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None,
+           constraints: Sequence[OutcomeConstraint] = ()) -> Scored:
+    """The completed (and, with ``constraints``, feasible) experiments that can rank, in history order."""
     sign = _sign(mode)
     fr = _frame(table, frame)
+    constraints = tuple(constraints)
 
     def compute() -> Scored:
         values = fr.floats(METRIC_PREFIX + metric)
         keep = fr.equals(STATUS, COMPLETED) & np.isfinite(values)
+        if constraints:
+            keep = keep & feasible_rows(table, constraints, frame=fr)
         t = fr.floats("integrated_at")
         if t.size < 2 or np.all(t[1:] >= t[:-1]):  # the usual case: rows already in order
             rows = np.flatnonzero(keep)
@@ -95,7 +127,7 @@ def scored(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = Non
         vals = values[rows]
         return Scored(rows, vals, sign * vals, sign)
 
-    return fr.memo(("scored", metric, mode), compute)
+    return fr.memo(("scored", metric, mode, constraints), compute)
 
 
 def _row(table: pa.Table, i: int) -> dict[str, Any]:
@@ -106,14 +138,15 @@ def _row(table: pa.Table, i: int) -> dict[str, Any]:
 
 
 def best_trial(table: pa.Table, metric: str, mode: str, *,
-               frame: Frame | None = None) -> dict[str, Any] | None:
+               frame: Frame | None = None,
+               constraints: Sequence[OutcomeConstraint] = ()) -> dict[str, Any] | None:
     """The best completed experiment (earliest on ties) or ``None``.
 
     Returns:
         ``{"experiment_id", "cycle_id", "value", "config", "metrics"}``; ``config`` is the
         nested config, ``metrics`` every finite final metric of that trial.
     """
-    sc = scored(table, metric, mode, frame=frame)
+    sc = scored(table, metric, mode, frame=frame, constraints=constraints)
     if sc.rows.size == 0:
         return None
     row = _row(table, sc.rows[int(np.argmax(sc.scores))])
@@ -124,9 +157,10 @@ def best_trial(table: pa.Table, metric: str, mode: str, *,
             "value": metrics[metric], "config": config, "metrics": metrics}
 
 
-def best_metrics(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None) -> dict[str, float]:
+def best_metrics(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None,
+                 constraints: Sequence[OutcomeConstraint] = ()) -> dict[str, float]:
     """Every final metric of the best experiment; empty when none completed."""
-    best = best_trial(table, metric, mode, frame=frame)
+    best = best_trial(table, metric, mode, frame=frame, constraints=constraints)
     return best["metrics"] if best else {}
 
 
@@ -134,13 +168,14 @@ def best_metrics(table: pa.Table, metric: str, mode: str, *, frame: Frame | None
 
 
 def cycle_summaries(table: pa.Table, metric: str, mode: str, *,
-                    frame: Frame | None = None) -> list[dict[str, Any]]:
+                    frame: Frame | None = None,
+                    constraints: Sequence[OutcomeConstraint] = ()) -> list[dict[str, Any]]:
     """One dict per cycle, in cycle order: counts, the cycle's best, the best so far, and
     whether the cycle improved on every earlier one."""
     if table.num_rows == 0:
         return []
     fr = _frame(table, frame)
-    sc = scored(table, metric, mode, frame=fr)
+    sc = scored(table, metric, mode, frame=fr, constraints=constraints)
     cycles = fr.floats(CYCLE_ID)
     completed, failed = fr.equals(STATUS, COMPLETED), fr.equals(STATUS, FAILED)
     score_of = np.full(table.num_rows, -np.inf)
@@ -172,7 +207,8 @@ def recent_experiments(table: pa.Table, n: int = 10, *, frame: Frame | None = No
 
 
 def performance_trend(table: pa.Table, metric: str, mode: str, window: int = 10, *,
-                      frame: Frame | None = None) -> dict[str, Any]:
+                      frame: Frame | None = None,
+                      constraints: Sequence[OutcomeConstraint] = ()) -> dict[str, Any]:
     """Least-squares slope of the metric over the last ``window`` completed experiments.
 
     Returns:
@@ -180,7 +216,7 @@ def performance_trend(table: pa.Table, metric: str, mode: str, window: int = 10,
         study's direction: > 0 is improving), ``status`` (improving / declining / flat /
         insufficient_data), ``values``, ``mean``, ``best``, ``last``, ``n``.
     """
-    sc = scored(table, metric, mode, frame=frame)
+    sc = scored(table, metric, mode, frame=frame, constraints=constraints)
     values = sc.values[-window:] if window > 0 else sc.values[:0]
     out: dict[str, Any] = {"metric": metric, "mode": mode, "window": window, "n": int(values.size),
                            "values": values.tolist(), "slope": None, "trend": None,
@@ -208,11 +244,12 @@ class Stagnation:
 
 
 def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window: int, *,
-               frame: Frame | None = None) -> Stagnation:
+               frame: Frame | None = None,
+               constraints: Sequence[OutcomeConstraint] = ()) -> Stagnation:
     """Stagnating: the best of the last ``window`` completed experiments beats the best
     before them by less than ``threshold`` (in the study's direction). Needs more than
     ``window`` completed experiments; fewer is never stagnation."""
-    s = scored(table, metric, mode, frame=frame).scores
+    s = scored(table, metric, mode, frame=frame, constraints=constraints).scores
     n = s.size
     since = 0
     if n:
@@ -225,10 +262,11 @@ def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window
 
 
 def recent_improvement(table: pa.Table, metric: str, mode: str, *,
-                       frame: Frame | None = None) -> float | None:
+                       frame: Frame | None = None,
+                       constraints: Sequence[OutcomeConstraint] = ()) -> float | None:
     """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best."""
     fr = _frame(table, frame)
-    sc = scored(table, metric, mode, frame=fr)
+    sc = scored(table, metric, mode, frame=fr, constraints=constraints)
     cycles = fr.floats(CYCLE_ID)
     if sc.rows.size == 0 or not np.isfinite(cycles).any():
         return None
@@ -427,7 +465,8 @@ def _constraint(rule: ConstraintRule, params: tuple[str, ...], when: dict[str, A
 
 __all__ = [
     "ConstraintRule", "DEFAULT_RULES", "Scored", "Stagnation", "best_metrics", "best_trial",
-    "cycle_summaries", "failures_by_class", "find_patterns", "history_order", "learn_constraints",
+    "cycle_summaries", "failures_by_class", "feasible_rows", "find_patterns", "history_order",
+    "learn_constraints",
     "performance_trend", "recent_experiments", "recent_improvement", "resource_usage", "scored",
     "stagnation",
 ]

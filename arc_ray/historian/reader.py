@@ -158,7 +158,8 @@ class HistoryReader:
                 experiments_since_improvement=stag.experiments_since_improvement,
                 constraints=a["constraints"], patterns=a["patterns"],
                 failures_by_class=a["failures"], modes=self._modes(),
-                gpu_hours_used=a["resources"][0], mean_trial_duration_s=a["resources"][1])
+                gpu_hours_used=a["resources"][0], mean_trial_duration_s=a["resources"][1],
+                n_feasible=a["n_feasible"])
 
     def detect_stagnation(self, metric: str | None = None, threshold: float | None = None,
                           window: int | None = None) -> bool:
@@ -169,7 +170,8 @@ class HistoryReader:
             return analysis.stagnation(
                 self._trials.table, metric or self.study.metric, self.study.mode,
                 d.stagnation_threshold if threshold is None else threshold,
-                d.stagnation_window if window is None else window, frame=self._frame).stagnating
+                d.stagnation_window if window is None else window, frame=self._frame,
+                constraints=self.study.outcome_constraints).stagnating
 
     def get_performance_trend(self, metric: str | None = None, window: int = 10,
                               mode: str | None = None) -> dict[str, Any]:
@@ -229,6 +231,19 @@ class HistoryReader:
             columns = [c for c in (CYCLE_ID, MODE, BEST_VALUE, OFFLINE) if c in cycles.column_names]
             return sorted(cycles.select(columns).to_pylist(), key=lambda r: r[CYCLE_ID])
 
+    def top_experiment_ids(self, k: int) -> list[str]:
+        """The ``k`` best completed experiments, best first (feasible ones before the rest):
+        the trials whose models are worth keeping on disk."""
+        with self._lock:
+            s, t = self.study, self._trials.table
+            sc = analysis.scored(t, s.metric, s.mode, frame=self._frame)
+            if sc.rows.size == 0:
+                return []
+            feasible = analysis.feasible_rows(t, s.outcome_constraints, frame=self._frame)[sc.rows]
+            order = sorted(range(sc.rows.size), key=lambda i: (not feasible[i], -sc.scores[i], i))[:k]
+            ids = t.column(EXPERIMENT_ID)
+            return [ids[int(sc.rows[i])].as_py() for i in order]
+
     def results_of_cycle(self, cycle_id: int) -> list[TrialResult]:
         """The cycle's results as stored in the trials table (for a cycle integrated
         before a crash): status, config, finite metrics, duration, error class and message."""
@@ -257,13 +272,15 @@ class HistoryReader:
         if self._cache_key == key:
             return self._cache
         s, t, fr = self.study, self._trials.table, self._frame
-        d = s.director
+        d, oc = s.director, s.outcome_constraints
         self._cache = {
-            "best": analysis.best_trial(t, s.metric, s.mode, frame=fr),
-            "trend": analysis.performance_trend(t, s.metric, s.mode, d.stagnation_window, frame=fr),
+            "best": analysis.best_trial(t, s.metric, s.mode, frame=fr, constraints=oc),
+            "trend": analysis.performance_trend(t, s.metric, s.mode, d.stagnation_window, frame=fr,
+                                                constraints=oc),
             "stagnation": analysis.stagnation(t, s.metric, s.mode, d.stagnation_threshold,
-                                              d.stagnation_window, frame=fr),
-            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr),
+                                              d.stagnation_window, frame=fr, constraints=oc),
+            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr, constraints=oc),
+            "n_feasible": int(analysis.feasible_rows(t, oc, frame=fr).sum()) if oc else None,
             "patterns": analysis.find_patterns(t, s.metric, s.mode, s.search_space.names, frame=fr),
             "constraints": analysis.learn_constraints(
                 t, min_failures=self.min_failures,
