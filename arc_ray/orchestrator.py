@@ -139,7 +139,8 @@ class Orchestrator:
 
         if self.study.executor == "inprocess":
             return InProcessExecutor(self.study, trainable=self.trainable)
-        return TrainingExecutor(self.study, trainable=self.trainable)
+        return TrainingExecutor(self.study, trainable=self.trainable,
+                                streaming=self.study.scheduling == "rolling")
 
     def _make_telemetry(self) -> Any | None:
         if self.in_driver:  # Ray's metrics need a Ray node to export them
