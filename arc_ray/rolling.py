@@ -116,15 +116,23 @@ class RollingLoop:
     Args:
         orch: the orchestrator whose historian, collective, executor, events and
             telemetry this loop uses.
+        ahead: experiments decided beyond the free slots, waiting in the executor's
+            queue (default 1). When a trial ends, the waiting one starts at once and the
+            next round is decided while every slot is busy, so the agents' decision time
+            (a few hundred ms) does not idle the slot. That round then decides without
+            the result of the trial that just ended (it sees it as done only if it was
+            stored in time); 0 decides strictly after each result, at the cost of an
+            idle slot per decision.
 
     ``max_cycles`` of :meth:`run` counts decision rounds (pending rounds finished on
     resume included), as a batch run counts cycles.
     """
 
-    def __init__(self, orch: "Orchestrator") -> None:
+    def __init__(self, orch: "Orchestrator", ahead: int = 1) -> None:
         self.orch = orch
         self.study = orch.study
         self.slots = orch.study.max_concurrent_trials
+        self.ahead = ahead
         self.rounds: dict[int, _Round] = {}
         self.inflight: dict[str, int] = {}  # experiment id → the round that decided it
         self.reports: list[CycleReport] = []
@@ -148,7 +156,7 @@ class RollingLoop:
         stop: tuple[StopReason, str] | None = None
         while True:
             self._collect_finished()
-            free = self.slots - len(self.inflight)
+            free = self.slots + self.ahead - len(self.inflight)
             if stop is None and free > 0:
                 stop = self._stop_now()
                 if stop is None and max_cycles is not None and started >= max_cycles:
@@ -171,7 +179,11 @@ class RollingLoop:
                          duration_s=time.perf_counter() - t0, history_dir=self.study.study_dir)
 
     def _stop_now(self) -> tuple[StopReason, str] | None:
-        return self.orch._stop_now()
+        """The stop rules, with the trials in flight counted against ``budget.max_trials``."""
+        summary = self._get(self.orch.historian.summary.remote())
+        if self.inflight:
+            summary = summary.model_copy(update={"n_trials": summary.n_trials + len(self.inflight)})
+        return check_stop(self.study, summary, self._get(self.orch.historian.cycle_rows.remote()))
 
     def _wait_for_a_result(self) -> None:
         n = len(self.inflight)
