@@ -16,8 +16,10 @@ decides a small *round* for just those slots while the other trials run on:
 - each result is stored the moment its trial ends (integration is idempotent per
   experiment), and a round's ``cycles`` row is logged when its last trial is stored;
 - the stop rules (target, budgets, stagnation) are checked before every round, i.e.
-  after every result; once one holds, no round is decided and the trials in flight
-  finish (nothing started is thrown away).
+  after every result, with the trials in flight counted against ``budget.max_trials``;
+  once one holds, no round is decided and the trials in flight finish (nothing started
+  is thrown away). ``budget.max_cycles`` and ``--cycles`` count rounds; the stagnation
+  rule counts ``trials_per_cycle`` recover rounds as one recover cycle.
 
 **Resume** is the batch one, for several rounds at once: every round whose decisions
 are logged but that has no ``cycles`` row is pending; the executor restores each
@@ -133,6 +135,11 @@ class RollingLoop:
         self.study = orch.study
         self.slots = orch.study.max_concurrent_trials
         self.ahead = ahead
+        # A round holds about one trial where a batch cycle holds trials_per_cycle, so the
+        # stagnation rule counts trials_per_cycle recover rounds for one recover cycle.
+        b = orch.study.budget
+        self.rules = orch.study.model_copy(update={"budget": b.model_copy(update={
+            "max_recover_cycles_without_improvement": b.max_recover_cycles_without_improvement * b.trials_per_cycle})})
         self.rounds: dict[int, _Round] = {}
         self.inflight: dict[str, int] = {}  # experiment id → the round that decided it
         self.reports: list[CycleReport] = []
@@ -183,7 +190,7 @@ class RollingLoop:
         summary = self._get(self.orch.historian.summary.remote())
         if self.inflight:
             summary = summary.model_copy(update={"n_trials": summary.n_trials + len(self.inflight)})
-        return check_stop(self.study, summary, self._get(self.orch.historian.cycle_rows.remote()))
+        return check_stop(self.rules, summary, self._get(self.orch.historian.cycle_rows.remote()))
 
     def _wait_for_a_result(self) -> None:
         n = len(self.inflight)
@@ -275,7 +282,7 @@ class RollingLoop:
         rows = [r for r in self._get(orch.historian.cycle_rows.remote()) if r[CYCLE_ID] != cycle_id]
         rows.append({CYCLE_ID: cycle_id, MODE: report.strategy.mode.value if report.strategy else None,
                      BEST_VALUE: summary.best_value, OFFLINE: False})
-        stop = check_stop(self.study, summary, rows)
+        stop = check_stop(self.rules, summary, rows)
         report.stop_reason = stop[0].value if stop else None
         report.duration_s = time.perf_counter() - rnd.t0
         self._get(orch.historian.log_cycle.remote(report))
