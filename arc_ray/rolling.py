@@ -33,6 +33,8 @@ Run: set ``scheduling: rolling`` in the study YAML; ``arc run`` and
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -118,23 +120,25 @@ class RollingLoop:
     Args:
         orch: the orchestrator whose historian, collective, executor, events and
             telemetry this loop uses.
-        ahead: experiments decided beyond the free slots, waiting in the executor's
-            queue (default 1). When a trial ends, the waiting one starts at once and the
-            next round is decided while every slot is busy, so the agents' decision time
-            (a few hundred ms) does not idle the slot. That round then decides without
-            the result of the trial that just ended (it sees it as done only if it was
-            stored in time); 0 decides strictly after each result, at the cost of an
-            idle slot per decision.
+        ahead: the most experiments decided beyond the free slots, waiting in the
+            executor's queue (default: the number of slots; 0 decides strictly after
+            each result, at the cost of an idle slot during every decision). When a
+            trial ends, a waiting one starts at once and the next round is decided while
+            the slots stay busy. How many wait is sized to what the agents' decision
+            time needs: decision seconds × trials ending per second (median decision of
+            the last rounds, mean trial length of this run), at least 1. A waiting
+            experiment was decided without the results that arrived while it waited.
 
     ``max_cycles`` of :meth:`run` counts decision rounds (pending rounds finished on
     resume included), as a batch run counts cycles.
     """
 
-    def __init__(self, orch: "Orchestrator", ahead: int = 1) -> None:
+    def __init__(self, orch: "Orchestrator", ahead: int | None = None) -> None:
         self.orch = orch
         self.study = orch.study
         self.slots = orch.study.max_concurrent_trials
-        self.ahead = ahead
+        self.max_ahead = self.slots if ahead is None else ahead
+        self.trial_seconds: list[float] = []  # lengths of this run's finished trials
         # A round holds about one trial where a batch cycle holds trials_per_cycle, so the
         # stagnation rule counts trials_per_cycle recover rounds for one recover cycle.
         b = orch.study.budget
@@ -163,7 +167,7 @@ class RollingLoop:
         stop: tuple[StopReason, str] | None = None
         while True:
             self._collect_finished()
-            free = self.slots + self.ahead - len(self.inflight)
+            free = self.slots + self.ahead() - len(self.inflight)
             if stop is None and free > 0:
                 stop = self._stop_now()
                 if stop is None and max_cycles is not None and started >= max_cycles:
@@ -184,6 +188,14 @@ class RollingLoop:
                          best_value=summary.best_value, best_experiment_id=summary.best_experiment_id,
                          best_config=summary.best_config, n_trials=summary.n_trials, n_cycles=n_cycles,
                          duration_s=time.perf_counter() - t0, history_dir=self.study.study_dir)
+
+    def ahead(self) -> int:
+        """How many decided experiments should wait for a slot (see the class docstring)."""
+        if self.max_ahead <= 1 or not self.decision_times or not self.trial_seconds:
+            return min(self.max_ahead, 1)
+        decide = statistics.median(self.decision_times[-5:])
+        per_second = self.slots / max(statistics.fmean(self.trial_seconds[-20:]), 1e-3)
+        return max(1, min(self.max_ahead, math.ceil(decide * per_second)))
 
     def _stop_now(self) -> tuple[StopReason, str] | None:
         """The stop rules, with the trials in flight counted against ``budget.max_trials``."""
@@ -254,6 +266,8 @@ class RollingLoop:
             orch._emit(cid, "integrating", count_statuses([result.status]), message=f"{eid}: {status.value}")
             self._get(orch.historian.integrate_experiment_results.remote([result], cid))
             rnd.results[eid] = result
+            if result.duration_s:
+                self.trial_seconds.append(result.duration_s)
             rnd.stored.add(eid)
             value = result.metric(self.study.metric) if result.status == JobStatus.COMPLETED else None
             best = orch._best[0]

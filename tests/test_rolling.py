@@ -104,6 +104,30 @@ def test_with_pending_shows_in_flight_trials_as_running_rows():
     assert empty.num_rows == 1
 
 
+def test_agents_see_in_flight_trials_and_learn_their_results_later(toy_study):
+    """The supervisor vetoes a duplicate of a running trial; the bayesian proposer tells
+    Optuna a trial's result once it ends (a RUNNING row is not taken as 'no evidence')."""
+    from arc_ray.agents import BayesianProposer
+    from arc_ray.agents.base import AgentContext
+    from arc_ray.executor import Job
+    from tests.test_agents import context, make_results
+
+    results = make_results(toy_study, 6)
+    running, done = results[-1], results[:-1]
+    ctx = context(toy_study, done, quota=2)
+    job = Job(experiment_id=running.experiment_id, cycle_id=running.cycle_id, config=running.config,
+              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING)
+    trials, summary = with_pending(ctx.trials, ctx.summary, [job])
+    agent = BayesianProposer(toy_study)
+    agent.propose(AgentContext(study=toy_study, cycle_id=5, summary=summary, strategy=ctx.strategy,
+                               trials=trials, quota=2))
+    assert running.experiment_id not in agent._seen
+    later = context(toy_study, results, quota=2)
+    agent.propose(later)
+    told = [t.user_attrs.get("experiment_id") for t in agent._optuna.trials if t.state.name == "COMPLETE"]
+    assert running.experiment_id in told
+
+
 # ------------------------------------------------------------------ with Ray
 
 
