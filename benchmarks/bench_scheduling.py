@@ -19,7 +19,8 @@ a round's start to its trials' submission). Last line: ``headline: slot_utilisat
 (ARC rolling's median).
 
 Run: ``.venv/bin/python benchmarks/bench_scheduling.py`` (``--reps 1 --trials 16`` for a
-quick look). The machine may be shared: compare medians of several reps.
+quick look; ``--figures DIR`` writes ARC's slot timelines). The machine may be shared:
+compare medians of several reps.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def utilisation(spans: list[tuple[float, float]], t_first: float, t_last: float)
 # ------------------------------------------------------------------ the methods
 
 
-def run_arc(scheduling: str, trials: int, root: Path, rep: int) -> dict[str, Any]:
+def run_arc(scheduling: str, trials: int, root: Path, rep: int, figures: Path | None = None) -> dict[str, Any]:
     from arc_ray.api import make_study
     from arc_ray.orchestrator import Orchestrator
 
@@ -78,7 +79,6 @@ def run_arc(scheduling: str, trials: int, root: Path, rep: int) -> dict[str, Any
                        scheduling=scheduling, max_concurrent_trials=SLOTS,
                        resources={"cpu": 1, "gpu": 0},
                        budget={"trials_per_cycle": SLOTS, "max_trials": trials},
-                       voting={"max_approved": SLOTS},
                        proposers={"enabled": ["bayesian", "explorer"], "proposals_per_cycle": SLOTS})
     marks: dict[str, float] = {}
 
@@ -98,6 +98,12 @@ def run_arc(scheduling: str, trials: int, root: Path, rep: int) -> dict[str, Any
         decide = [c.decision_time_s for c in report.cycles]
     finally:
         orch.shutdown(kill_actors=True)
+    if figures is not None:  # the report's slot timeline of this run
+        from arc_ray._timeline import plot_timeline
+        from arc_ray.report import load_report_data
+
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_timeline(load_report_data(study), figures / f"timeline_{scheduling}.png")
     rows = table.to_pylist()
     spans = [(r["metric.t_start"], r["metric.t_end"]) for r in rows if r.get("metric.t_end") is not None]
     wall = marks["last_result"] - marks["first_submit"]
@@ -134,14 +140,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--trials", type=int, default=48)
+    parser.add_argument("--figures", type=Path, help="write ARC's slot timelines (last rep) here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
 
     ray.init(num_cpus=SLOTS, include_dashboard=False, log_to_driver=False)
     root = Path(tempfile.mkdtemp(prefix="bench_sched_"))
-    methods = {"ARC rolling": lambda r: run_arc("rolling", args.trials, root, r),
-               "ARC batch": lambda r: run_arc("batch", args.trials, root, r),
+    last = args.reps - 1
+    methods = {"ARC rolling": lambda r: run_arc("rolling", args.trials, root, r, args.figures if r == last else None),
+               "ARC batch": lambda r: run_arc("batch", args.trials, root, r, args.figures if r == last else None),
                "Tune+OptunaSearch": lambda r: run_tune(args.trials, root, r)}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     try:
