@@ -111,9 +111,14 @@ class ProgressDisplay:
 
     def _progress(self, e: "CycleEvent") -> None:
         k = e.counts
-        text = (f"cycle {e.cycle_id} {self._elapsed(e.cycle_id)} | trials: {k.get('queued', 0)} queued, "
-                f"{k.get('running', 0)} running, {k.get('done', 0)} done, {k.get('failed', 0)} failed "
-                f"of {k.get('total', 0)} | {self._best(e)}")
+        if "slots_busy" in k:  # rolling decisions: slots and rounds, not one cycle's trials
+            text = (f"round {e.cycle_id} | slots: {k['slots_busy']} busy, {k.get('slots_free', 0)} free "
+                    f"| rounds open: {k.get('rounds_open', 0)} | trials: {k.get('done', 0)} done, "
+                    f"{k.get('failed', 0)} failed, {k.get('queued', 0)} queued | {self._best(e)}")
+        else:
+            text = (f"cycle {e.cycle_id} {self._elapsed(e.cycle_id)} | trials: {k.get('queued', 0)} queued, "
+                    f"{k.get('running', 0)} running, {k.get('done', 0)} done, {k.get('failed', 0)} failed "
+                    f"of {k.get('total', 0)} | {self._best(e)}")
         if self.live:
             self.stream.write("\r\x1b[2K" + text)
             self.stream.flush()

@@ -139,7 +139,8 @@ class Orchestrator:
 
         if self.study.executor == "inprocess":
             return InProcessExecutor(self.study, trainable=self.trainable)
-        return TrainingExecutor(self.study, trainable=self.trainable)
+        return TrainingExecutor(self.study, trainable=self.trainable,
+                                streaming=self.study.scheduling == "rolling")
 
     def _make_telemetry(self) -> Any | None:
         if self.in_driver:  # Ray's metrics need a Ray node to export them
@@ -218,7 +219,8 @@ class Orchestrator:
 
     # ------------------------------------------------------------- a cycle
 
-    def run_research_cycle(self, cycle_id: int | None = None) -> CycleReport:
+    def run_research_cycle(self, cycle_id: int | None = None, *, slots: int | None = None,
+                           pending: list[Any] | None = None) -> CycleReport:
         """Steps 1–7: summarise, decide (director, proposers, vote, supervisor), log decisions.
 
         In offline mode the cycle ends here and is logged as an offline cycle: the
@@ -226,6 +228,12 @@ class Orchestrator:
 
         Args:
             cycle_id: default :meth:`next_cycle_id`.
+            slots: run at most this many (a rolling round fills only the free trial
+                slots); the lower-ranked approvals beyond it are vetoed by ``scheduler``.
+            pending: the in-flight trials (executor :class:`~arc_ray.executor.Job`
+                objects) of earlier rounds: the agents see them as RUNNING rows of the
+                trials table (the supervisor refuses duplicates of them) and they count
+                against ``budget.max_trials``.
         """
         t0 = time.perf_counter()
         cycle_id = self.next_cycle_id() if cycle_id is None else cycle_id
@@ -234,8 +242,16 @@ class Orchestrator:
         trials = self._get(self.historian.trials_table.remote())
         self._note_history(summary)
         t1 = time.perf_counter()
+        if pending:
+            from arc_ray.rolling import with_pending
+
+            trials, summary = with_pending(trials, summary, pending)
         decided = self.collective.decide(cycle_id, summary, trials)
         decisions = list(decided.decisions)  # the supervisor already capped them to budget.max_trials
+        if slots is not None:
+            from arc_ray.rolling import limit_to_slots
+
+            decisions = limit_to_slots(decisions, slots)
         t2 = time.perf_counter()
         self._emit(cycle_id, "decided", message=count_outcomes(decisions))
         self._save_strategy(cycle_id, decided.strategy)
@@ -484,7 +500,14 @@ class Orchestrator:
         ``budget.max_gpu_hours`` are spent; ``budget.max_recover_cycles_without_improvement``
         recover cycles in a row did not improve the best; or this run did ``max_cycles``
         (default: until another reason; 1 in offline mode).
+
+        With ``study.scheduling == "rolling"`` the loop is :class:`arc_ray.rolling.RollingLoop`:
+        a decision round (a cycle) whenever trial slots free up, ``max_cycles`` rounds.
         """
+        if self.study.scheduling == "rolling" and not self.offline_mode:
+            from arc_ray.rolling import RollingLoop
+
+            return RollingLoop(self).run(max_cycles)
         t0 = time.perf_counter()
         if self.offline_mode and max_cycles is None:
             max_cycles = 1  # offline cycles change nothing the stop rules look at

@@ -11,6 +11,8 @@ storage) and writes:
 * ``modes.png``: the director's strategy mode of each cycle, with the trials it ran;
 * ``parameters.png``: the metric against the most important parameters (importance
   from a random forest fitted on the completed trials, scikit-learn);
+* ``timeline.png``: one row per trial slot, a bar per trial coloured by outcome, the
+  decision rounds marked (:mod:`arc_ray._timeline`; histories without trial times skip it);
 * ``report.html``: one page with the figures embedded as base64 (so it can be mailed
   or opened offline), the top experiments, the last cycle's decisions with their
   rationales, learned constraints and patterns.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from arc_ray._timeline import plot_timeline
 from arc_ray.errors import HistoryError
 from arc_ray.historian.schema import (
     CONFIG_PREFIX,
@@ -81,6 +84,7 @@ class ReportData:
     constraints: list[Constraint] = field(default_factory=list)
     patterns: list[Pattern] = field(default_factory=list)
     summary: HistorySummary | None = None
+    round_times: dict[int, float] = field(default_factory=dict)  # cycle → when its decisions were logged
 
     @property
     def metric_column(self) -> str:
@@ -152,7 +156,18 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
     return ReportData(study=study, trials=trials.to_pandas(), cycle_modes=modes,
                       last_decisions=last_decisions,
                       constraints=list(summary.constraints), patterns=list(summary.patterns),
-                      summary=summary)
+                      summary=summary, round_times=round_times(historian.decisions_table()))
+
+
+def round_times(decisions: pa.Table | None) -> dict[int, float]:
+    """When each cycle's (decision round's) decisions were logged, from the ``decisions`` table."""
+    if decisions is None or decisions.num_rows == 0 or "logged_at" not in decisions.column_names:
+        return {}
+    out: dict[int, float] = {}
+    for c, t in zip(decisions.column(CYCLE_ID).to_pylist(), decisions.column("logged_at").to_pylist()):
+        if c is not None and t is not None:
+            out[int(c)] = min(out.get(int(c), t), t)
+    return out
 
 
 def cycle_modes(cycles: pa.Table | None) -> dict[int, str]:
@@ -453,6 +468,8 @@ def render_html(data: ReportData, figures: dict[str, Path | None], top_n: int = 
     parts.append("<h2>Progress</h2>")
     parts.append(_img(figures.get("metric_by_cycle"), "metric by cycle"))
     parts.append(_img(figures.get("modes"), "strategy mode per cycle"))
+    if figures.get("timeline") is not None:
+        parts.append(_img(figures["timeline"], "trial slots over time"))
     parts.append("<h2>What mattered</h2>")
     parts.append(_img(figures.get("parameters"), "metric against the most important parameters"))
 
@@ -519,6 +536,7 @@ def render_report(data: ReportData, out_dir: str | Path, top_n: int = 10) -> Rep
         "metric_by_cycle": plot_metric_by_cycle(data, out / "metric_by_cycle.png"),
         "modes": plot_modes(data, out / "modes.png"),
         "parameters": plot_parameters(data, out / "parameters.png"),
+        "timeline": plot_timeline(data, out / "timeline.png"),
     }
     page = render_html(data, figures, top_n=top_n)
     target = out / "report.html"

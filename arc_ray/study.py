@@ -147,6 +147,10 @@ class StudyConfig(BaseModel):
     executor: Literal["tune", "inprocess"] = "tune"
     resources: Resources = Field(default_factory=Resources)  # per trial
     max_concurrent_trials: int = Field(2, ge=1)
+    # batch: a cycle decides a batch and waits for its last trial before deciding again;
+    # rolling: whenever trial slots (max_concurrent_trials) free up, a small decision round
+    # fills just those slots while the other trials run on (arc_ray.rolling).
+    scheduling: Literal["batch", "rolling"] = "batch"
     trial_timeout_s: float | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0)  # Tune retries of a trial whose worker died
     checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)

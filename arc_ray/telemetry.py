@@ -18,6 +18,7 @@ metric                          kind    tags                    value
 ``arc_strategy_mode``           gauge   study, mode             1 for the cycle's mode, else 0
 ``arc_cycle_duration_seconds``  gauge   study                   wall time of the last cycle
 ``arc_decision_time_seconds``   gauge   study                   time the agents took to decide
+``arc_slots``                   gauge   study, state            trial slots busy / free (rolling)
 =============================== ======= ======================= ===========================
 
 Telemetry never fails a cycle: without Ray (offline, in-process runs) it records
@@ -49,6 +50,7 @@ EXPORTED_NAMES = {
     "strategy_mode": "ray_arc_strategy_mode",
     "cycle_duration_seconds": "ray_arc_cycle_duration_seconds",
     "decision_time_seconds": "ray_arc_decision_time_seconds",
+    "slots": "ray_arc_slots",
 }
 
 
@@ -110,6 +112,8 @@ class Telemetry:
                                             "wall time of the last cycle", study),
             "decision_time_seconds": Gauge(PREFIX + "decision_time_seconds",
                                            "time the agents took to decide in the last cycle", study),
+            "slots": Gauge(PREFIX + "slots", "trial slots busy / free (rolling decisions)",
+                           ("study", "state")),
         }
         for m in made.values():
             m.set_default_tags({"study": self.study_name})
@@ -160,6 +164,11 @@ class Telemetry:
                 self._set("trials", given.get(status, 0), status=status)
         except Exception:  # noqa: BLE001
             logger.warning("could not record trials by status", exc_info=True)
+
+    def set_slots(self, busy: int, slots: int) -> None:
+        """Set how many of the study's trial slots are busy and how many are free."""
+        self._set("slots", busy, state="busy")
+        self._set("slots", max(slots - busy, 0), state="free")
 
     def set_strategy_mode(self, mode: StrategyMode | str) -> None:
         """Mark ``mode`` as the current strategy (1) and every other mode 0."""

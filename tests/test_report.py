@@ -187,3 +187,29 @@ def test_report_from_the_historians_files(toy_study, tmp_path):
     assert "c0003-bayesian-03" in page  # a decision of the last cycle
     best = data.completed().sort_values("metric.score").iloc[-1]
     assert report.best_experiment_id == best.experiment_id
+
+
+def test_assign_slots_never_overlaps_two_trials_in_a_row():
+    from arc_ray._timeline import assign_slots
+
+    spans = [(0, 4), (0, 1), (1, 3), (3.5, 5), (4, 6), (1, 2)]
+    slots = assign_slots(spans)
+    assert max(slots) + 1 == 3  # three trials ran at once at t=1..2
+    for k in set(slots):
+        mine = sorted(s for s, slot in zip(spans, slots) if slot == k)
+        assert all(a[1] <= b[0] for a, b in zip(mine, mine[1:]))
+
+
+def test_report_draws_the_slot_timeline_when_trials_have_times(toy_study, tmp_path):
+    from arc_ray._timeline import slot_utilisation
+
+    data = toy_report_data(toy_study)
+    n = len(data.trials)
+    data.trials["started_at"] = [1000.0 + 2 * i for i in range(n)]
+    data.trials["ended_at"] = data.trials["started_at"] + 3.0
+    data.round_times = {c: 999.0 + 12 * (c - 1) for c in MODES}
+    report = render_report(data, tmp_path / "report")
+    with Image.open(report.figures["timeline"]) as im:
+        assert im.format == "PNG" and im.size[0] > 400
+    assert len(re.findall(r"src='data:image/png;base64,", report.html.read_text())) == 4
+    assert slot_utilisation(data.trials, 2) == pytest.approx(3.0 * n / (2 * (2 * (n - 1) + 3)))

@@ -100,6 +100,8 @@ class BayesianProposer(Proposer):
                 state, value = TrialState.COMPLETE, float(signed[i])
             elif view.failed[i]:
                 state, value = TrialState.FAIL, None
+            elif view.status[i] == "RUNNING":  # in flight (rolling decisions): told when it ends
+                continue
             else:  # cancelled, or completed without the metric: carries no evidence
                 self._seen.add(eid)
                 continue

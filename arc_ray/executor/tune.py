@@ -74,6 +74,9 @@ class TrainingExecutor(Executor):
             same resources (default ``True``), which saves a process start per trial.
             Turn it off for trainables that leak state between runs in one process.
         cancel_grace_s: how long :meth:`shutdown` waits for Tune to wind down.
+        streaming: run every submission in one long-lived Tune experiment fed through a
+            queue (:mod:`arc_ray.executor._tune_stream`) instead of one experiment per
+            batch: no Tune start per round, warm workers (rolling decisions).
         checkpoints_to_keep: Tune's ``CheckpointConfig(num_to_keep)`` per trial. The
             default ``None`` keeps every checkpoint a trainable reports: Tune deletes old
             checkpoints before its (periodic) experiment snapshot records the new one, so
@@ -87,9 +90,12 @@ class TrainingExecutor(Executor):
 
     def __init__(self, study: "StudyConfig", trainable: Callable[..., Any] | None = None, *,
                  reuse_actors: bool = True, cancel_grace_s: float = 30.0,
-                 checkpoints_to_keep: int | None = None) -> None:
+                 checkpoints_to_keep: int | None = None, streaming: bool = False) -> None:
         super().__init__(study)
         self.reuse_actors = reuse_actors
+        self.streaming = streaming
+        self._stream: TuneRun | None = None  # the live stream experiment (streaming only)
+        self._stream_queue: Any = None
         self.checkpoints_to_keep = checkpoints_to_keep
         self.cancel_grace_s = cancel_grace_s
         self._user_trainable = trainable
@@ -185,6 +191,9 @@ class TrainingExecutor(Executor):
     def _launch(self, cycle_id: int, prepared: list[PreparedTrial]) -> None:
         from arc_ray.executor._tune_jobs import JobState
 
+        if self.streaming:
+            self._feed_stream(cycle_id, prepared)
+            return
         name = self._next_run_name(cycle_id)
         token = uuid.uuid4().hex
         uri = join_storage(self.study.tune_dir, name)
@@ -214,6 +223,36 @@ class TrainingExecutor(Executor):
         register_run(run)
         return run
 
+    def _feed_stream(self, cycle_id: int, prepared: list[PreparedTrial]) -> None:
+        """Queue the trials on this driver's stream experiment (started on first use)."""
+        from arc_ray.executor._tune_jobs import JobState
+        from arc_ray.executor._tune_stream import EntryQueue, register_queue, stream_name
+
+        tuner = None
+        run = self._stream
+        if run is None or (run.thread is not None and not run.alive):  # none yet, or its fit ended
+            name, token = stream_name(self.study.tune_dir), uuid.uuid4().hex
+            run = self._new_run(token, cycle_id, name, join_storage(self.study.tune_dir, name), {})
+            self._stream_queue = EntryQueue()
+            register_queue(token, self._stream_queue)
+            self._stream = run
+            tuner = self._new_tuner(run, [])
+        jobs = {p.experiment_id: JobState(experiment_id=p.experiment_id, cycle_id=cycle_id, config=p.config,
+                                          resources=p.resources, meta=p.meta, run_name=run.name)
+                for p in prepared}
+        with self._cond:
+            run.jobs.update(jobs)
+            self._jobs.update(jobs)
+            listed = [{"experiment_id": j.experiment_id, "cycle_id": j.cycle_id, "config": j.config,
+                       "resources": j.resources.model_dump(), "meta": j.meta} for j in run.jobs.values()]
+        run.store.write_json(_MANIFEST, {"token": run.token, "stream": True, "study": self.study.name,
+                                         "created_at": time.time(), "jobs": listed})
+        self._stream_queue.put([{"experiment_id": j.experiment_id, "config": j.config,
+                                 "resources": j.resources.model_dump()} for j in jobs.values()])
+        logger.info("cycle %d: %d trials queued on Tune experiment %s", cycle_id, len(jobs), run.uri)
+        if tuner is not None:
+            self._start(run, tuner)
+
     def _new_tuner(self, run: TuneRun, jobs: list[JobState]) -> Any:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
@@ -230,10 +269,17 @@ class TrainingExecutor(Executor):
                                   reduction_factor=s.reduction_factor)
         entries = [{"experiment_id": j.experiment_id, "config": j.config,
                     "resources": j.resources.model_dump()} for j in jobs]
+        space: dict[str, Any] = {TRIAL_KEY: tune.grid_search(entries)}
+        search: dict[str, Any] = {}
+        if run is self._stream:  # configs come from the stream's queue, as they are decided
+            from arc_ray.executor._tune_stream import QueueSearcher
+
+            space, search = {}, {"search_alg": QueueSearcher(run.token), "num_samples": -1}
         return tune.Tuner(
             self._trainable(),
-            param_space={TRIAL_KEY: tune.grid_search(entries)},
+            param_space=space,
             tune_config=tune.TuneConfig(
+                **search,
                 scheduler=ArcScheduler(run.token, inner),
                 max_concurrent_trials=self.study.max_concurrent_trials,
                 reuse_actors=self.reuse_actors,
@@ -292,6 +338,12 @@ class TrainingExecutor(Executor):
         for name in _cycle_run_names(self.study.tune_dir, cycle_id):
             if name not in self._runs:
                 self._attach_run(cycle_id, name)
+        from arc_ray.executor._tune_stream import finished_in_streams
+
+        with self._cond:  # a stream's finished trials are read back; the rest are submitted again
+            for job in finished_in_streams(self.study.tune_dir, cycle_id, skip=set(self._runs)):
+                if job.experiment_id not in self._jobs:
+                    self._jobs[job.experiment_id] = job
         self._loaded_cycles.add(cycle_id)
 
     def _attach_run(self, cycle_id: int, name: str) -> None:
@@ -376,6 +428,8 @@ class TrainingExecutor(Executor):
                 if not job.status.is_terminal():
                     self._runs[job.run_name].cancel(job, reason)
                     done.append(eid)
+            if self._stream_queue is not None and done:
+                self._stream_queue.drop(set(done))
         return done
 
     def collect_results(self, experiment_id: str) -> TrialResult:
@@ -391,6 +445,8 @@ class TrainingExecutor(Executor):
         from arc_ray.executor._tune_monitor import unregister_run
 
         self._closed = True
+        if self._stream_queue is not None:
+            self._stream_queue.close()  # the stream's experiment ends once its trials stopped
         with self._cond:
             open_ids = [e for e, j in self._jobs.items() if not j.status.is_terminal()]
         if open_ids:
@@ -402,6 +458,10 @@ class TrainingExecutor(Executor):
                 if run.thread.is_alive():
                     logger.warning("Tune experiment %s still winding down", run.uri)
             unregister_run(run)
+        if self._stream is not None:
+            from arc_ray.executor._tune_stream import unregister_queue
+
+            unregister_queue(self._stream.token)
 
     def prune_checkpoints(self, cycle_id: int, keep: int = 1) -> int:
         """Delete all but the newest ``keep`` checkpoints of each trial of a finished cycle.
@@ -426,10 +486,18 @@ class TrainingExecutor(Executor):
             fs, root = pafs.FileSystem.from_uri(self.study.tune_dir)
         else:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(self.study.tune_dir)
+        from arc_ray.executor._tune_stream import stream_names
+
+        with self._cond:
+            mine = {e for e, j in self._jobs.items() if j.cycle_id == cycle_id}
+        # a cycle's own experiments hold only its trials; a stream, every round's
+        folders = [(r, None) for r in _cycle_run_names(self.study.tune_dir, cycle_id)]
+        folders += [(r, mine) for r in stream_names(self.study.tune_dir)]
         removed = 0
-        for run in _cycle_run_names(self.study.tune_dir, cycle_id):
+        for run, only in folders:
             trials = fs.get_file_info(pafs.FileSelector(f"{root}/{run}", allow_not_found=True))
-            for trial in (t for t in trials if t.type == pafs.FileType.Directory):
+            for trial in (t for t in trials if t.type == pafs.FileType.Directory
+                          and (only is None or t.base_name in only)):
                 entries = fs.get_file_info(pafs.FileSelector(trial.path, allow_not_found=True))
                 checkpoints = sorted(e.path for e in entries if e.type == pafs.FileType.Directory
                                      and e.base_name.startswith("checkpoint_"))

@@ -1,0 +1,242 @@
+"""Rolling decisions: a round per free slots, results stored as trials end, resume after SIGKILL.
+
+The unit tests check the round's quota and the in-flight trials the agents see. The Ray
+tests run ``Orchestrator.run`` on the toy study in ``scheduling: rolling`` (Tune trials
+that sleep, in one long-lived Tune experiment) and kill real driver processes at each
+phase of the rolling loop: while a round is decided with other trials running, between
+a result's collection and its storage, and between rounds. This process then runs the
+study on, as a re-run of ``arc run`` would; nothing may be lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from arc_ray.records import Decision, DecisionOutcome, HistorySummary, JobStatus, Resources, TrialResult
+from arc_ray.rolling import limit_to_slots, with_pending
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STUDY = """\
+name: {name}
+trainable: trainables.toy:train
+metric: score
+mode: max
+scheduling: rolling
+baseline: {{x: 0.0, lr: 0.01, model: small, layers: 2, epochs: 2, train_split: 0.8, val_split: 0.2,
+           sleep_s: 0.6}}
+search_space:
+  x: {{type: float, low: -1.0, high: 1.0}}
+  lr: {{type: float, low: 1.0e-4, high: 0.1, log: true}}
+  model: {{type: categorical, choices: [small, medium, large]}}
+  layers: {{type: int, low: 1, high: 4}}
+  epochs: {{type: int, low: 1, high: 4}}
+storage: {storage}
+resources: {{cpu: 1, gpu: 0}}
+max_concurrent_trials: 2
+budget: {{trials_per_cycle: 3, max_trials: {max_trials}}}
+voting: {{max_approved: 3}}
+proposers: {{enabled: [bayesian, explorer], proposals_per_cycle: 3}}
+"""
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from arc_ray.study import StudyConfig
+    from arc_ray.orchestrator import Orchestrator
+
+    config, address, hold, after, marker = sys.argv[1:6]
+    after = int(after)
+
+    def hook(event):
+        if event.phase != hold or event.cycle_id < after:
+            return
+        Path(marker).write_text(f"{event.cycle_id} {event.message}")
+        time.sleep(3600)  # killed here
+
+    orch = Orchestrator(StudyConfig.from_yaml(config), address=address, on_event=hook)
+    orch.run()
+    print("the driver was not held", file=sys.stderr)
+""")
+
+
+# ------------------------------------------------------------------ no Ray
+
+
+def _decision(eid: str, outcome: DecisionOutcome = DecisionOutcome.APPROVED) -> Decision:
+    return Decision(experiment_id=eid, cycle_id=3, outcome=outcome, decided_by="supervisor", reason="ok",
+                    config={"x": 0.1})
+
+
+def test_limit_to_slots_vetoes_the_lower_ranked_approvals():
+    decisions = [_decision("a"), _decision("b", DecisionOutcome.VETOED), _decision("c"), _decision("d")]
+    out = limit_to_slots(decisions, 2)
+    assert [d.outcome for d in out] == [DecisionOutcome.APPROVED, DecisionOutcome.VETOED,
+                                        DecisionOutcome.APPROVED, DecisionOutcome.VETOED]
+    assert out[3].decided_by == "scheduler" and "no free trial slot" in out[3].reason
+
+
+def test_with_pending_shows_in_flight_trials_as_running_rows():
+    from arc_ray.executor import Job
+    from arc_ray.historian.schema import trials_to_table
+
+    done = trials_to_table([TrialResult(experiment_id="c0001-a", cycle_id=1, status=JobStatus.COMPLETED,
+                                        config={"x": 0.5, "model": "small"}, metrics={"score": 0.7})])
+    job = Job(experiment_id="c0002-b", cycle_id=2, config={"x": 0.25, "model": "large"},
+              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING)
+    summary = HistorySummary(study="s", metric="score", mode="max", n_trials=1, n_completed=1)
+    trials, seen = with_pending(done, summary, [job])
+    assert seen.n_trials == 2 and summary.n_trials == 1
+    rows = trials.to_pylist()
+    assert [(r["experiment_id"], r["status"]) for r in rows] == [("c0001-a", "COMPLETED"), ("c0002-b", "RUNNING")]
+    assert rows[1]["config.x"] == 0.25
+    empty, _ = with_pending(pa.table({}), summary, [job])
+    assert empty.num_rows == 1
+
+
+def test_agents_see_in_flight_trials_and_learn_their_results_later(toy_study):
+    """The supervisor vetoes a duplicate of a running trial; the bayesian proposer tells
+    Optuna a trial's result once it ends (a RUNNING row is not taken as 'no evidence')."""
+    from arc_ray.agents import BayesianProposer
+    from arc_ray.agents.base import AgentContext
+    from arc_ray.executor import Job
+    from tests.test_agents import context, make_results
+
+    results = make_results(toy_study, 6)
+    running, done = results[-1], results[:-1]
+    ctx = context(toy_study, done, quota=2)
+    job = Job(experiment_id=running.experiment_id, cycle_id=running.cycle_id, config=running.config,
+              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING)
+    trials, summary = with_pending(ctx.trials, ctx.summary, [job])
+    agent = BayesianProposer(toy_study)
+    agent.propose(AgentContext(study=toy_study, cycle_id=5, summary=summary, strategy=ctx.strategy,
+                               trials=trials, quota=2))
+    assert running.experiment_id not in agent._seen
+    later = context(toy_study, results, quota=2)
+    agent.propose(later)
+    told = [t.user_attrs.get("experiment_id") for t in agent._optuna.trials if t.state.name == "COMPLETE"]
+    assert running.experiment_id in told
+
+
+# ------------------------------------------------------------------ with Ray
+
+
+def make_study(tmp_path: Path, name: str, max_trials: int = 7):
+    from arc_ray.study import StudyConfig
+
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(name=name, storage=tmp_path / "history", max_trials=max_trials))
+    return StudyConfig.from_yaml(path)
+
+
+def rows(study, table: str) -> list[dict]:
+    """Every row physically stored in a history table (all parts, no de-duplication)."""
+    folder = Path(study.study_dir) / table
+    if not folder.is_dir():
+        return []
+    return ds.dataset(str(folder), format="parquet").to_table().to_pylist()
+
+
+def assert_stored_once(study) -> None:
+    """Each runnable decision has exactly one trial row in its round; each round one cycles row."""
+    decisions = rows(study, "decisions")
+    keys = [(r["cycle_id"], r["experiment_id"]) for r in decisions]
+    assert len(keys) == len(set(keys)), "a decision was logged twice"
+    runnable = sorted((r["cycle_id"], r["experiment_id"]) for r in decisions
+                      if r["outcome"] in ("approved", "repaired"))
+    trials = sorted((r["cycle_id"], r["experiment_id"]) for r in rows(study, "trials"))
+    assert trials == runnable, "a result is missing, stored twice or under another round"
+    cycles = [r["cycle_id"] for r in rows(study, "cycles")]
+    assert sorted(cycles) == sorted({r["cycle_id"] for r in decisions}), "a round is not logged once"
+
+
+def kill_driver_at(study, tmp_path: Path, hold: str, after: int, timeout_s: float = 240) -> tuple[str, float]:
+    import ray
+
+    script, marker, log = tmp_path / "driver.py", tmp_path / "held", tmp_path / "driver.log"
+    script.write_text(DRIVER)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    argv = [sys.executable, str(script), study.source_path, ray.get_runtime_context().gcs_address, hold,
+            str(after), str(marker)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not marker.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"driver never reached {hold!r} (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return marker.read_text(), time.time()
+
+
+def finished_on_disk(study) -> set[str]:
+    """Trials whose result the killed driver's executor saved (any stream or cycle folder)."""
+    return {p.stem for p in Path(study.tune_dir).glob("*/arc/results/*.json")}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rolling_run_decides_rounds_while_trials_run(ray_session, tmp_path):
+    from arc_ray.orchestrator import Orchestrator, StopReason
+
+    study = make_study(tmp_path, "rolling_run", max_trials=6)
+    events = []
+    orch = Orchestrator(study, on_event=events.append)
+    try:
+        report = orch.run()
+    finally:
+        orch.shutdown(kill_actors=True)
+    assert report.stop_reason == StopReason.TRIAL_BUDGET and report.n_trials == 6
+    assert_stored_once(study)
+    assert len(list(Path(study.tune_dir).glob("stream-*"))) == 1  # one Tune experiment for every round
+    trials = {r["experiment_id"]: r for r in rows(study, "trials")}
+    decided_at = {}
+    for r in rows(study, "decisions"):
+        decided_at.setdefault(r["cycle_id"], r["logged_at"])
+    # some round was decided (and logged) while a trial of an earlier round still ran
+    assert any(decided_at[t["cycle_id"]] < other["ended_at"] and other["cycle_id"] < t["cycle_id"]
+               for t in trials.values() for other in trials.values())
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    progress = [e for e in events if e.phase == "progress"]
+    assert progress and all({"slots_busy", "slots_free"} <= set(e.counts) for e in progress)
+    assert max(e.counts["slots_busy"] for e in progress) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("hold", ["decided", "integrating", "finished"])
+def test_rolling_driver_killed_resumes_every_pending_round(ray_session, tmp_path, hold):
+    """Killed while round 3 is decided (others running), mid-integration, or between rounds."""
+    from arc_ray.orchestrator import Orchestrator
+
+    study = make_study(tmp_path, f"rolling_kill_{hold}")
+    held, killed_at = kill_driver_at(study, tmp_path, hold, after=3 if hold == "decided" else 1)
+    done_before = finished_on_disk(study)
+    orch = Orchestrator(study)
+    try:
+        ids = orch._get(orch.historian.cycle_ids.remote())
+        pending = sorted(ids["decided"] - ids["done"])
+        assert pending, held  # rounds with trials in flight were left unfinished
+        report = orch.run()
+        assert orch.pending_cycle() is None
+    finally:
+        orch.shutdown(kill_actors=True)
+    assert sorted(r.cycle_id for r in report.cycles if r.resumed) == pending  # finished, not decided again
+    assert_stored_once(study)
+    trials = {r["experiment_id"]: r for r in rows(study, "trials")}
+    assert len(trials) == 7 and all(t["status"] == "COMPLETED" for t in trials.values())
+    for eid in done_before:  # finished before the kill: read back, not rerun
+        assert trials[eid]["metric.t_end"] < killed_at
