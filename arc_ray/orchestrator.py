@@ -354,21 +354,29 @@ class Orchestrator:
                        if r.experiment_id in done_before]
         report.results = earlier + results
         report.integration = integration
+        stop = self._log_cycle(report, summary, t0)
+        self.timings["integrate_and_log"] = time.perf_counter() - ti
+        self._emit(cid, "finished", count_statuses(r.status for r in report.results),
+                   message=stop[1] if stop else "")
+        return report
+
+    def _log_cycle(self, report: CycleReport, summary: HistorySummary, t0: float,
+                   rules: "StudyConfig | None" = None) -> tuple[StopReason, str] | None:
+        """Store a finished cycle (or rolling round) with the stop rule that holds after it,
+        then prune checkpoints and record telemetry. Returns that stop rule, if any."""
+        cid = report.cycle_id
         report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
         self._note_history(summary)
         rows = [r for r in self._get(self.historian.cycle_rows.remote()) if r[CYCLE_ID] != cid]
         rows.append({CYCLE_ID: cid, MODE: report.strategy.mode.value if report.strategy else None,
                      BEST_VALUE: summary.best_value, OFFLINE: False})
-        stop = check_stop(self.study, summary, rows)
+        stop = check_stop(rules or self.study, summary, rows)
         report.stop_reason = stop[0].value if stop else None
         report.duration_s = time.perf_counter() - t0
         self._get(self.historian.log_cycle.remote(report))
-        self.timings["integrate_and_log"] = time.perf_counter() - ti
         self._prune_checkpoints(cid)
         self._record_telemetry(report)
-        self._emit(cid, "finished", count_statuses(r.status for r in report.results),
-                   message=stop[1] if stop else "")
-        return report
+        return stop
 
     def _prune_checkpoints(self, cycle_id: int) -> None:
         """Once a cycle is stored, only the ``checkpoints.keep_top`` best trials of stored cycles keep a model."""

@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.orchestrator import count_statuses
 from arc_ray.records import CycleReport, Decision, DecisionOutcome, JobStatus, RunReport, StopReason, TrialResult
 from arc_ray.stopping import check_stop
@@ -291,17 +290,7 @@ class RollingLoop:
         earlier = [r for r in self._get(orch.historian.results_of_cycle.remote(cycle_id))
                    if r.experiment_id not in rnd.results] if len(rnd.results) < len(rnd.ids) else []
         report.results = earlier + [rnd.results[i] for i in rnd.ids if i in rnd.results]
-        report.best_value, report.best_experiment_id = summary.best_value, summary.best_experiment_id
-        orch._note_history(summary)
-        rows = [r for r in self._get(orch.historian.cycle_rows.remote()) if r[CYCLE_ID] != cycle_id]
-        rows.append({CYCLE_ID: cycle_id, MODE: report.strategy.mode.value if report.strategy else None,
-                     BEST_VALUE: summary.best_value, OFFLINE: False})
-        stop = check_stop(self.rules, summary, rows)
-        report.stop_reason = stop[0].value if stop else None
-        report.duration_s = time.perf_counter() - rnd.t0
-        self._get(orch.historian.log_cycle.remote(report))
-        orch._prune_checkpoints(cycle_id)
-        orch._record_telemetry(report)
+        stop = orch._log_cycle(report, summary, rnd.t0, rules=self.rules)
         self.reports.append(report)
         orch._emit(cycle_id, "finished", count_statuses(r.status for r in report.results),
                    message=stop[1] if stop else "")
