@@ -49,6 +49,10 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def orch(ray_session, study):
     o = Orchestrator(study)
+    # the tests drive this study from several drivers (the CLI, an offline orchestrator,
+    # driver processes) while this one lives: it lends them the lease (tests/test_drivers.py
+    # and tests/test_lease.py test the lease itself)
+    o.lease.release()
     yield o
     o.shutdown(kill_actors=True)
 
@@ -79,6 +83,7 @@ def test_offline_cycle_logs_decisions_and_runs_nothing(orch, study):
     cycles = ray.get(h.cycles_table.remote()).to_pylist()
     assert [(c["cycle_id"], c["offline"]) for c in cycles] == [(1, True)]
     assert offline._executor is None  # an offline study never builds an executor
+    offline.shutdown()
     assert orch.pending_cycle() is None and orch.next_cycle_id() == 2
 
 
