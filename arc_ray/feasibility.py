@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def cluster_started_here() -> bool:
+    """Whether this process started its Ray itself (a local instance no autoscaler grows)."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return bool(node is not None and node.head)
+    except Exception:  # a private detail of Ray: when in doubt, do not refuse
+        return False
+
+
 def cluster_totals() -> dict[str, float]:
     """The connected Ray cluster's CPU and GPU in all."""
     import ray
@@ -45,13 +56,14 @@ def resource_shortfall(asked: "Resources", totals: dict[str, float]) -> list[tup
     return out
 
 
-def check_cluster_fits(study: "StudyConfig", *, started_here: bool) -> None:
+def check_cluster_fits(study: "StudyConfig", *, started_here: bool | None = None) -> None:
     """Check the study's per-trial resources against the connected cluster.
 
     Args:
         study: the study.
         started_here: whether this driver started its Ray (a fixed size): then a trial
             that can never be placed is refused; otherwise it is logged and waits.
+            Default: :func:`cluster_started_here`.
 
     Raises:
         ConfigValidationError: naming ``resources.<kind>``, on a Ray started here.
@@ -59,6 +71,8 @@ def check_cluster_fits(study: "StudyConfig", *, started_here: bool) -> None:
     problems = resource_shortfall(study.resources, cluster_totals())
     if not problems:
         return
+    if started_here is None:
+        started_here = cluster_started_here()
     if started_here:
         raise ConfigValidationError([Violation(f"resources.{kind}", value, rule) for kind, value, rule in problems],
                                     source=study.source_path)
@@ -107,4 +121,4 @@ def veto_unrunnable(decisions: list["Decision"], study: "StudyConfig", totals: d
     return out
 
 
-__all__ = ["check_cluster_fits", "cluster_totals", "decision_problem", "resource_shortfall", "veto_unrunnable"]
+__all__ = ["check_cluster_fits", "cluster_started_here", "cluster_totals", "decision_problem", "resource_shortfall", "veto_unrunnable"]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from arc_ray._io import atomic_write_text, read_text
 from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
-from arc_ray.feasibility import check_cluster_fits, cluster_totals, veto_unrunnable
+from arc_ray.feasibility import check_cluster_fits, cluster_started_here, cluster_totals, veto_unrunnable
 from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.records import (
     CycleEvent,
@@ -128,7 +128,7 @@ class Orchestrator:
             else:
                 self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
                 if not offline_mode:
-                    check_cluster_fits(study, started_here=bool(self.cluster.get("started")))
+                    check_cluster_fits(study)
                 self.agents = start_actors(study, self.namespace)
         except BaseException:
             self.lease.release()
@@ -331,7 +331,7 @@ class Orchestrator:
         decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
         integrated = self._get(self.historian.integrated_ids.remote())
         if not self.offline_mode:  # a decision that can no longer run must not block the study
-            totals = cluster_totals() if self.cluster.get("started") else None
+            totals = cluster_totals() if cluster_started_here() else None
             vetoed = veto_unrunnable([d for d in decisions if d.outcome.runs() and d.experiment_id not in integrated],
                                      self.study, totals)
             if vetoed:
