@@ -74,8 +74,8 @@ def test_failures_become_data_with_their_class(executor):
     assert got["oom"].error_class == ErrorClass.OOM
     assert got["nan"].error_class == ErrorClass.DIVERGED
     assert got["crash"].error_class == ErrorClass.CRASH and "bad shape" in got["crash"].error_message
-    assert got["nanmetric"].error_class == ErrorClass.DIVERGED and "nan" in got["nanmetric"].error_message
-    assert got["nometric"].error_class == ErrorClass.CRASH and "'score'" in got["nometric"].error_message
+    assert got["nanmetric"].error_class == ErrorClass.NO_METRIC and "nan" in got["nanmetric"].error_message
+    assert got["nometric"].error_class == ErrorClass.NO_METRIC and "'score'" in got["nometric"].error_message
     assert got["garbage"].error_class == ErrorClass.CRASH and "not a mapping" in got["garbage"].error_message
     assert error_class_of(TimeoutError()) == ErrorClass.TIMEOUT
     assert error_class_of(RuntimeError("CUDA error: out of memory")) == ErrorClass.OOM
