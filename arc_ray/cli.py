@@ -301,7 +301,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               f"{', '.join(waiting) or 'none'}", file=out)
     if not pending:
         print("running trials: none", file=out)
+    _print_lost_rows(h, ids["done"], integrated, out)
     return EXIT_OK
+
+
+def _print_lost_rows(h: "HistoryReader", done: set[int], integrated: set[str], out: TextIO) -> None:
+    """Approved experiments of finished cycles without a trial row, and the files skipped:
+    a lost or truncated part file must not make results vanish silently."""
+    lost = [d.experiment_id for c in sorted(done) for d in h.decisions_for_cycle(c)
+            if d.outcome.runs() and d.experiment_id not in integrated]
+    corrupt = h.corrupt_files()
+    if lost:
+        shown = ", ".join(lost[:10]) + (f", ... ({len(lost) - 10} more)" if len(lost) > 10 else "")
+        print(f"lost rows: {len(lost)} approved experiment(s) of finished cycles have no trial row: {shown}",
+              file=out)
+    if corrupt:
+        print(f"unreadable history files skipped ({len(corrupt)}): {', '.join(corrupt)}", file=out)
 
 
 def history_frame(study: "StudyConfig", top: int | None) -> Any:
