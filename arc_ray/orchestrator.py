@@ -507,8 +507,24 @@ class Orchestrator:
         self.wait_for_training_completion(ids, timeout, cycle_id=cycle_id, on_terminal=collect)
         for i in ids:  # anything left unfinished after cancellation is collected as it stands
             if i not in results:
-                results[i] = self.executor.collect_results(i)
+                results[i] = self._timed_out(self.executor.collect_results(i), timeout)
         return [results[i] for i in ids]
+
+    @staticmethod
+    def _timed_out(result: TrialResult, timeout: float | None) -> TrialResult:
+        """A trial still running after the timeout and the cancellation's grace period (an
+        in-process call cannot be stopped) is stored as a ``timeout`` failure, so the
+        cycle completes."""
+        from arc_ray.records import ErrorClass
+
+        if result.status.is_terminal():
+            return result
+        logger.warning("trial %s still %s after the cycle's timeout: stored as a timeout failure",
+                       result.experiment_id, result.status.value)
+        return result.model_copy(update={
+            "status": JobStatus.FAILED, "error_class": ErrorClass.TIMEOUT,
+            "error_message": f"still {result.status.value.lower()} when the cycle's timeout "
+                             f"({timeout or 0:g} s) ended; the call could not be stopped"})
 
     def collect_and_integrate_results(self, experiment_ids: list[str], cycle_id: int) -> Any:
         """Collect finished trials' results and store them (idempotent per experiment)."""

@@ -131,3 +131,29 @@ def test_the_study_trainable_is_used_and_checked(toy_study):
     ex.shutdown()
     with pytest.raises(ConfigValidationError, match="not a function"):
         InProcessExecutor(toy_study.model_copy(update={"trainable": "trainables.toy:_MODEL_BONUS"}))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_cycle_timeout_shorter_than_an_objective_records_timeouts(ray_session, toy_study):
+    """An in-process call cannot be stopped: at the cycle's timeout (and its grace period)
+    the trial is stored as a timeout failure and the cycle completes."""
+    from arc_ray.orchestrator import Orchestrator
+
+    release = threading.Event()
+
+    def slow(config):
+        release.wait(120)
+        return toy_objective(config)
+
+    study = toy_study.model_copy(update={"executor": "inprocess", "trainable": "trainables.toy:objective"})
+    orch = Orchestrator(study, executor=InProcessExecutor(study, trainable=slow))
+    try:
+        report = orch.run_autonomous_cycle(timeout=1)
+        got = {(r.status, r.error_class) for r in report.results}
+        assert (JobStatus.FAILED, ErrorClass.TIMEOUT) in got  # the call that was running
+        assert got <= {(JobStatus.FAILED, ErrorClass.TIMEOUT), (JobStatus.CANCELLED, ErrorClass.CANCELLED)}  # and the queued ones
+        assert orch.pending_cycle() is None and orch.next_cycle_id() == report.cycle_id + 1
+    finally:
+        release.set()
+        orch.shutdown(kill_actors=True)
