@@ -31,7 +31,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from arc_ray._io import atomic_write_text, read_text
 from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
 from arc_ray.feasibility import check_cluster_fits, cluster_started_here, cluster_totals, veto_unrunnable
@@ -47,6 +46,7 @@ from arc_ray.records import (
     TrialResult,
 )
 from arc_ray.stopping import check_stop, recover_cycles_without_improvement
+from arc_ray.storage import atomic_write_text, read_text
 
 if TYPE_CHECKING:
     from arc_ray.executor import Executor

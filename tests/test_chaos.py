@@ -183,9 +183,9 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
 
     summary = reader.summary()
     assert summary.n_trials == CYCLES * PER_CYCLE
-    stored = {(c["parameter"], c["kind"]) for c in reader.constraints_table().to_pylist()
-              if c.get("active", True)} if reader.constraints_table().num_rows else set()
-    learned = {(c.parameter, c.kind) for c in summary.learned_constraints}
+    stored = {c["id"] for c in reader.constraints_table().to_pylist()
+              if c["active"] and c["source"] != "declared"}
+    learned = {c.id for c in summary.constraints if c.source != "declared"}
     assert stored == learned
     modes = {c["cycle_id"]: c["mode"] for c in cycles}
     strategies = Path(study["storage"], "chaos", "strategies")

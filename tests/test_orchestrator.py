@@ -8,6 +8,7 @@ so the agent actors are started once for the module.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,10 @@ def test_cli_run_stops_at_the_trial_budget_and_writes_the_report(study, orch, ca
     ran = [d for d in cycle3 if d.outcome.runs()]
     over = [d for d in cycle3 if "budget.max_trials=6" in d.reason]
     assert len(ran) == 2 and over and all(d.outcome == DecisionOutcome.VETOED for d in over)
+    # configs are written only for decisions that run: none for the ones over the budget
+    experiments = Path(study.experiments_dir)
+    assert all((experiments / d.experiment_id / "config.yaml").is_file() for d in ran)
+    assert not any((experiments / d.experiment_id).exists() for d in cycle3 if not d.outcome.runs())
     summary = ray.get(orch.historian.summary.remote())
     assert f"best score: {summary.best_value:.4f} (experiment {summary.best_experiment_id})" in text
 
