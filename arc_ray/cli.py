@@ -161,6 +161,8 @@ def _orchestrator(args: argparse.Namespace, study: "StudyConfig", out: TextIO) -
     from arc_ray.orchestrator import Orchestrator
 
     address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if not args.offline:
+        study.load_trainable()  # feasibility first: a bad trainable is exit 2 before any Ray message
     print(f"study {study.name}: {study.metric} ({study.mode}), history at {study.study_dir}", file=out)
     print("connecting to Ray at " + address if address else "starting Ray in this process ...", file=out)
     orch = Orchestrator(study, offline_mode=args.offline, address=address,
