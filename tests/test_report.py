@@ -240,7 +240,6 @@ search_space:
   lr: {{type: float, low: 1.0e-4, high: 0.1, log: true}}
 storage: {tmp_path / "history"}
 budget: {{trials_per_cycle: 2}}
-voting: {{max_approved: 2}}
 proposers: {{enabled: [explorer], proposals_per_cycle: 2}}
 """)
     out = io.StringIO()
