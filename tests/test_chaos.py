@@ -113,6 +113,7 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
         deadline = time.time() + 780
         next_chaos = time.time() + rng.uniform(6, 12)
         down: dict[str, float] = {}  # worker ip -> when to restart it
+        bag: list[str] = []
         while True:
             assert time.time() < deadline, log_path.read_text()[-4000:]
             for ip, when in list(down.items()):
@@ -126,7 +127,10 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
                 # a driver that died of the chaos (its historian gone mid-call) is restarted
                 driver = start_driver()
             if time.time() >= next_chaos:
-                what = rng.choice(["worker_node", "worker_node", "driver", "historian"])
+                if not bag:  # every kind of kill in each round, in a random order
+                    bag = ["worker_node", "worker_node", "driver", "historian"]
+                    rng.shuffle(bag)
+                what = bag.pop()
                 if what == "worker_node":
                     alive = [ip for ip in workers if ip not in down]
                     if alive:
@@ -157,6 +161,7 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
     print(f"chaos kills: {kills}")
     output = log_path.read_text()
     assert sum(kills.values()) >= 3, (kills, output[-3000:])
+    assert all(n >= 1 for n in kills.values()), (kills, output[-3000:])  # each kind of fault happened
 
     from arc_ray.historian import HistoryReader
     from arc_ray.study import StudyConfig
