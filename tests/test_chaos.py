@@ -59,7 +59,8 @@ STUDY = {
 
 KILL_HISTORIAN = textwrap.dedent("""
     import sys, ray
-    ray.init(address=sys.argv[1], namespace="arc-chaos", log_to_driver=False)
+    from arc_ray.cluster import connect
+    connect(sys.argv[1], namespace="arc-chaos")  # with the cluster's token, as the driver
     try:
         ray.kill(ray.get_actor("historian"), no_restart=False)
         print("killed")
@@ -144,9 +145,10 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
                     kills[what] += 1
                     driver = start_driver()
                 elif what == "historian":
-                    out = subprocess.run([sys.executable, "-c", KILL_HISTORIAN, head.address], env=env,
-                                         capture_output=True, text=True, timeout=60).stdout
-                    kills[what] += "killed" in out
+                    done = subprocess.run([sys.executable, "-c", KILL_HISTORIAN, head.address], env=env,
+                                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+                    kills[what] += "killed" in done.stdout
+                    assert "killed" in done.stdout or "absent" in done.stdout, done.stderr[-3000:]
                 next_chaos = time.time() + rng.uniform(6, 14)
             time.sleep(0.3)
     finally:
