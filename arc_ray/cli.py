@@ -25,7 +25,10 @@ Exit codes (stable, for scripts):
 2     bad input: the study file or an argument is invalid
 3     the Ray cluster cannot be reached (or refused our credentials)
 4     the study has no history yet (status / history / report / export)
+5     another driver is running this study (run / cycle); the message names it
 130   interrupted (Ctrl-C); the cycle resumes on the next run
+143   terminated (SIGTERM: ``kill``, ``timeout``, ``ray job stop``, a scheduler);
+      the cycle resumes on the next run
 ====  ==========================================================================
 """
 
@@ -35,12 +38,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
-from arc_ray.errors import ArcError, ClusterConnectionError, ConfigValidationError, DataError
+from arc_ray.errors import ArcError, ClusterConnectionError, ConfigValidationError, DataError, StudyLockedError
 
 if TYPE_CHECKING:
     from arc_ray.historian import HistoryReader
@@ -52,7 +56,17 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_CLUSTER = 3
 EXIT_EMPTY_HISTORY = 4
+EXIT_LOCKED = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the trials are left unfinished, the next run resumes them."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class ProgressDisplay:
@@ -147,10 +161,16 @@ def _orchestrator(args: argparse.Namespace, study: "StudyConfig", out: TextIO) -
     from arc_ray.orchestrator import Orchestrator
 
     address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if not args.offline:
+        study.load_trainable()  # feasibility first: a bad trainable is exit 2 before any Ray message
     print(f"study {study.name}: {study.metric} ({study.mode}), history at {study.study_dir}", file=out)
     print("connecting to Ray at " + address if address else "starting Ray in this process ...", file=out)
     orch = Orchestrator(study, offline_mode=args.offline, address=address,
                         on_event=ProgressDisplay(out, study.metric))
+    if args.handle_sigterm:
+        # after ray.init, which installs its own SIGTERM handler (a sys.exit that makes the
+        # executor cancel the trials and store them as CANCELLED): SIGTERM is a Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_terminated)
     url = orch.cluster.get("dashboard_url")
     if url:
         print(f"Ray dashboard: {url} (actors in namespace {orch.namespace})", file=out)
@@ -283,7 +303,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               f"{', '.join(waiting) or 'none'}", file=out)
     if not pending:
         print("running trials: none", file=out)
+    _print_lost_rows(h, ids["done"], integrated, out)
     return EXIT_OK
+
+
+def _print_lost_rows(h: "HistoryReader", done: set[int], integrated: set[str], out: TextIO) -> None:
+    """Approved experiments of finished cycles without a trial row, and the files skipped:
+    a lost or truncated part file must not make results vanish silently."""
+    lost = [d.experiment_id for c in sorted(done) for d in h.decisions_for_cycle(c)
+            if d.outcome.runs() and d.experiment_id not in integrated]
+    corrupt = h.corrupt_files()
+    if lost:
+        shown = ", ".join(lost[:10]) + (f", ... ({len(lost) - 10} more)" if len(lost) > 10 else "")
+        print(f"lost rows: {len(lost)} approved experiment(s) of finished cycles have no trial row: {shown}",
+              file=out)
+    if corrupt:
+        print(f"unreadable history files skipped ({len(corrupt)}): {', '.join(corrupt)}", file=out)
 
 
 def history_frame(study: "StudyConfig", top: int | None) -> Any:
@@ -412,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arc", description="ARC on Ray: an autonomous research loop over Ray Tune trials.",
         epilog="exit codes: 0 ok, 1 other error, 2 bad input/config, 3 Ray cluster unreachable, "
-               "4 empty history, 130 interrupted")
+               "4 empty history, 5 study locked by another driver, 130 interrupted (Ctrl-C), "
+               "143 terminated (SIGTERM)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -476,10 +512,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``arc``; returns the exit code.
 
     Run as the ``arc`` command (``argv`` is ``None``), Ctrl-C ends the process at once
-    with :data:`EXIT_INTERRUPTED`: an orderly interpreter exit would shut Ray down under
-    the executor's Tune thread, which then records the unfinished trials as failed;
-    ending at once leaves them unfinished on disk, as a crash would, and the next run
-    resumes them.
+    with :data:`EXIT_INTERRUPTED`, and SIGTERM likewise with :data:`EXIT_TERMINATED`:
+    an orderly interpreter exit would shut Ray down under the executor's Tune thread,
+    which then records the unfinished trials as failed; ending at once leaves them
+    unfinished on disk, as a crash would, and the next run resumes them.
     """
     as_command = argv is None
     out = out or sys.stdout
@@ -492,6 +528,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.handle_sigterm = as_command
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
@@ -503,17 +540,22 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return _fail(exc, EXIT_CLUSTER)
     except (ConfigValidationError, DataError) as exc:
         return _fail(exc, EXIT_BAD_INPUT)
+    except StudyLockedError as exc:
+        return _fail(exc, EXIT_LOCKED)
     except ArcError as exc:
         from arc_ray.report import EmptyHistoryError
 
         return _fail(exc, EXIT_EMPTY_HISTORY if isinstance(exc, EmptyHistoryError) else EXIT_ERROR)
-    except KeyboardInterrupt:
-        print("\narc: interrupted; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        print(f"\narc: {'terminated (SIGTERM)' if terminated else 'interrupted'}; "
+              "run the same command again to resume", file=sys.stderr)
         if as_command:
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
+            os._exit(code)
+        return code
 
 
 def _fail(exc: BaseException, code: int) -> int:

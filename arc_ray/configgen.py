@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from arc_ray._io import atomic_write_text
+from arc_ray import storage
 from arc_ray.errors import ConfigValidationError, Violation
 from arc_ray.records import Constraint, Proposal, experiment_id_problem
 from arc_ray.space import flatten_config, unflatten_config
@@ -61,7 +61,7 @@ class ExperimentConfigGenerator:
     ) -> None:
         self.study = study
         self.space = study.search_space
-        self.output_dir = Path(output_dir or study.experiments_dir)
+        self.output_dir = str(output_dir or study.experiments_dir)  # a folder or a URI: never Path() it
         self._learned: list[Constraint] = list(constraints or [])
         self._config_model: type[BaseModel] | None | bool = False  # False = not looked up yet
         self._baseline_flat = flatten_config(study.baseline)
@@ -147,20 +147,22 @@ class ExperimentConfigGenerator:
             self.write_config(experiment_id, config)
         return config
 
-    def write_config(self, experiment_id: str, config: Mapping[str, Any]) -> Path:
-        """Atomically write ``config.yaml`` and ``config.json`` under ``<output_dir>/<id>/``."""
-        final = self.output_dir / experiment_id
+    def write_config(self, experiment_id: str, config: Mapping[str, Any]) -> str:
+        """Atomically write ``config.yaml`` and ``config.json`` under ``<output_dir>/<id>/``
+        (a local folder or a URI, through :mod:`arc_ray.storage`). Returns that folder."""
+        final = storage.join(self.output_dir, experiment_id)
         as_yaml = yaml.dump(dict(config), Dumper=_Dumper, sort_keys=False)
         as_json = json.dumps(config, indent=1, default=str)
         try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            storage.make_dirs(self.output_dir)
         except OSError as exc:
             raise ConfigValidationError(
-                [Violation("storage", str(self.output_dir), f"cannot create folder: {exc}")]
+                [Violation("storage", self.output_dir, f"cannot create folder: {exc}")]
             ) from None
-        if final.is_dir():  # rewriting (resume): replace each file atomically
-            atomic_write_text(final / "config.yaml", as_yaml)
-            atomic_write_text(final / "config.json", as_json)
+        if storage.is_uri(final) or storage.is_dir(final):
+            # an object store replaces whole objects; a rewrite (resume) replaces each file
+            storage.atomic_write_text(storage.join(final, "config.yaml"), as_yaml)
+            storage.atomic_write_text(storage.join(final, "config.json"), as_json)
             return final
         tmp = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=f".{experiment_id}."))
         try:
@@ -169,11 +171,11 @@ class ExperimentConfigGenerator:
             os.rename(tmp, final)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-            if not final.is_dir():
+            if not storage.is_dir(final):
                 raise
             # another writer placed the same experiment first: keep theirs, refresh files
-            atomic_write_text(final / "config.yaml", as_yaml)
-            atomic_write_text(final / "config.json", as_json)
+            storage.atomic_write_text(storage.join(final, "config.yaml"), as_yaml)
+            storage.atomic_write_text(storage.join(final, "config.json"), as_json)
         return final
 
     # -------------------------------------------------------------- validation

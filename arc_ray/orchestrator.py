@@ -31,9 +31,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from arc_ray._io import atomic_write_text, read_text
 from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
+from arc_ray.feasibility import check_cluster_fits, cluster_started_here, cluster_totals, veto_unrunnable
 from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.records import (
     CycleEvent,
@@ -46,6 +46,7 @@ from arc_ray.records import (
     TrialResult,
 )
 from arc_ray.stopping import check_stop, recover_cycles_without_improvement
+from arc_ray.storage import atomic_write_text, read_text
 
 if TYPE_CHECKING:
     from arc_ray.executor import Executor
@@ -81,13 +82,18 @@ class Orchestrator:
             are the same as with actors.
 
     Raises:
+        StudyLockedError: another live driver holds the study (:mod:`arc_ray.lease`).
+        ConfigValidationError: the trainable cannot be imported or is not callable
+            (checked before Ray starts), or a trial's resources exceed a cluster this
+            driver started.
         ClusterConnectionError: Ray cannot be reached.
         HistoryError: the study's storage cannot be written.
 
     The driver owns the executor (Tune runs in a background thread of this process);
     the agents and the historian live in actors that die with the driver's job, and a
-    restarted driver gets or recreates them by name (``get_if_exists``). Call
-    :meth:`shutdown` when done.
+    restarted driver gets or recreates them by name (``get_if_exists``). The driver
+    holds the study's lease (:attr:`lease`) from construction until :meth:`shutdown`
+    (or its death); call :meth:`shutdown` when done.
     """
 
     def __init__(self, study: "StudyConfig", offline_mode: bool = False, address: str | None = None,
@@ -101,25 +107,36 @@ class Orchestrator:
         self.on_event = on_event
         self.poll_interval_s = poll_interval_s
         self.trainable = trainable
+        self._executor = executor  # made on first use: an offline study never needs one
         # the driver writes there too (Tune runs, strategies): fail before Ray starts
         from arc_ray.historian import ParquetStore
+        from arc_ray.lease import StudyLease
 
         ParquetStore(study.study_dir).check_writable()
-        if in_driver is None:
-            in_driver = (study.executor == "inprocess" and not address and not os.environ.get("RAY_ADDRESS")
-                         and not ray_initialized())
-        self.in_driver = in_driver
-        if in_driver:
-            self.cluster: dict[str, Any] = {}
-            self.agents = in_driver_agents(study)
-        else:
-            self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
-            self.agents = start_actors(study, self.namespace)
+        # one driver per study, before anything is decided or Ray is started
+        self.lease = StudyLease(study.study_dir, study.name).acquire()
+        try:
+            if trainable is None and executor is None and not offline_mode:
+                study.load_trainable()  # feasibility first: exit 2 before Ray starts
+            if in_driver is None:
+                in_driver = (study.executor == "inprocess" and not address and not os.environ.get("RAY_ADDRESS")
+                             and not ray_initialized())
+            self.in_driver = in_driver
+            if in_driver:
+                self.cluster: dict[str, Any] = {}
+                self.agents = in_driver_agents(study)
+            else:
+                self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
+                if not offline_mode:
+                    check_cluster_fits(study)
+                self.agents = start_actors(study, self.namespace)
+        except BaseException:
+            self.lease.release()
+            raise
         self.historian = self.agents.pop("historian")
         from arc_ray.agents import Collective
 
         self.collective = Collective(study, self.agents)
-        self._executor = executor  # made on first use: an offline study never needs one
         self.telemetry = self._make_telemetry()
         self.timings: dict[str, float] = {}  # seconds per step of the last cycle
         self._best: tuple[float | None, str | None] = (None, None)
@@ -167,14 +184,17 @@ class Orchestrator:
             if self._executor is not None and cancel_trials:
                 self._executor.shutdown()
         finally:
-            if kill_actors and not self.in_driver:
-                import ray
+            try:
+                if kill_actors and not self.in_driver:
+                    import ray
 
-                for handle in [self.historian, *self.agents.values()]:
-                    try:
-                        ray.kill(handle, no_restart=True)
-                    except Exception as exc:
-                        logger.debug("could not kill actor: %s", exc)
+                    for handle in [self.historian, *self.agents.values()]:
+                        try:
+                            ray.kill(handle, no_restart=True)
+                        except Exception as exc:
+                            logger.debug("could not kill actor: %s", exc)
+            finally:
+                self.lease.release()
 
     # ------------------------------------------------------------- state
 
@@ -309,8 +329,15 @@ class Orchestrator:
     def _resume(self, cycle_id: int, wait: bool, timeout: float | None) -> CycleReport:
         t0 = time.perf_counter()
         decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
-        runnable = [d for d in decisions if d.outcome.runs()]
         integrated = self._get(self.historian.integrated_ids.remote())
+        if not self.offline_mode:  # a decision that can no longer run must not block the study
+            totals = cluster_totals() if cluster_started_here() else None
+            vetoed = veto_unrunnable([d for d in decisions if d.outcome.runs() and d.experiment_id not in integrated],
+                                     self.study, totals)
+            if vetoed:
+                self._get(self.historian.supersede_decisions.remote(vetoed))
+                decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
+        runnable = [d for d in decisions if d.outcome.runs()]
         missing = [d for d in runnable if d.experiment_id not in integrated]
         done_before = {d.experiment_id for d in runnable} - {d.experiment_id for d in missing}
         self._note_history(self._get(self.historian.summary.remote()))
@@ -488,8 +515,24 @@ class Orchestrator:
         self.wait_for_training_completion(ids, timeout, cycle_id=cycle_id, on_terminal=collect)
         for i in ids:  # anything left unfinished after cancellation is collected as it stands
             if i not in results:
-                results[i] = self.executor.collect_results(i)
+                results[i] = self._timed_out(self.executor.collect_results(i), timeout)
         return [results[i] for i in ids]
+
+    @staticmethod
+    def _timed_out(result: TrialResult, timeout: float | None) -> TrialResult:
+        """A trial still running after the timeout and the cancellation's grace period (an
+        in-process call cannot be stopped) is stored as a ``timeout`` failure, so the
+        cycle completes."""
+        from arc_ray.records import ErrorClass
+
+        if result.status.is_terminal():
+            return result
+        logger.warning("trial %s still %s after the cycle's timeout: stored as a timeout failure",
+                       result.experiment_id, result.status.value)
+        return result.model_copy(update={
+            "status": JobStatus.FAILED, "error_class": ErrorClass.TIMEOUT,
+            "error_message": f"still {result.status.value.lower()} when the cycle's timeout "
+                             f"({timeout or 0:g} s) ended; the call could not be stopped"})
 
     def collect_and_integrate_results(self, experiment_ids: list[str], cycle_id: int) -> Any:
         """Collect finished trials' results and store them (idempotent per experiment)."""

@@ -94,6 +94,7 @@ class ErrorClass(str, Enum):
     TIMEOUT = "timeout"
     CRASH = "crash"
     CANCELLED = "cancelled"
+    NO_METRIC = "no_metric"  # finished without a finite value of the study metric
 
 
 class ProposalType(str, Enum):

@@ -153,7 +153,11 @@ def load_report_data(study: "StudyConfig", historian: Any | None = None) -> Repo
     if decided:
         last_decisions = list(historian.decisions_for_cycle(max(decided)))
     summary = historian.summary()
-    return ReportData(study=study, trials=trials.to_pandas(), cycle_modes=modes,
+    df = trials.to_pandas()
+    column = METRIC_PREFIX + study.metric
+    if column not in df.columns:  # no trial ever reported the metric: every plot still draws
+        df[column] = float("nan")
+    return ReportData(study=study, trials=df, cycle_modes=modes,
                       last_decisions=last_decisions,
                       constraints=list(summary.constraints), patterns=list(summary.patterns),
                       summary=summary, round_times=round_times(historian.decisions_table()))
@@ -253,7 +257,8 @@ def plot_metric_by_cycle(data: ReportData, path: Path) -> Path:
     if cycles:
         ax.set_xticks(cycles if len(cycles) <= 30 else cycles[:: max(1, len(cycles) // 15)])
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when no trial has the metric
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

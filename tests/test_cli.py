@@ -224,3 +224,17 @@ def test_status_history_and_report_write_nothing_in_the_storage(toy_study, tmp_p
     else:
         assert codes == [EXIT_OK] * 3
         assert {k: v for k, v in after.items() if not k.startswith("rep")} == before
+
+
+def test_status_names_approved_experiments_whose_rows_were_lost(toy_study, capsys):
+    """A truncated trials part file: its trials no longer vanish silently."""
+    seed_history(toy_study, n_cycles=2, per_cycle=3, failures=0)
+    parts = sorted((Path(toy_study.study_dir) / "trials").glob("part-*.parquet"))
+    assert len(parts) == 2  # one file per cycle
+    data = parts[1].read_bytes()
+    parts[1].write_bytes(data[: len(data) // 2])
+    code, out, _ = run_cli(["status", toy_config(toy_study)], capsys)
+    assert code == EXIT_OK
+    assert ("lost rows: 3 approved experiment(s) of finished cycles have no trial row: "
+            "c0002-bayesian-00, c0002-bayesian-01, c0002-bayesian-02") in out
+    assert f"unreadable history files skipped (1): trials/{parts[1].name}" in out

@@ -27,10 +27,10 @@ def test_merges_and_writes_yaml_and_json(gen):
     config = gen.generate_config("c0001-a", proposal)
     assert config["x"] == 0.25 and config["augmentation"] == {"flip": False, "rotate": 0.0}
     assert config["lr"] == 0.01  # from the baseline
-    folder = gen.output_dir / "c0001-a"
+    folder = Path(gen.output_dir) / "c0001-a"
     assert yaml.safe_load((folder / "config.yaml").read_text()) == config
     assert json.loads((folder / "config.json").read_text()) == config
-    assert not [p for p in gen.output_dir.iterdir() if p.name.startswith(".")]  # no temp left
+    assert not [p for p in Path(gen.output_dir).iterdir() if p.name.startswith(".")]  # no temp left
 
 
 def test_dotted_changes_and_plain_mapping(gen):
@@ -50,7 +50,7 @@ def test_string_numbers_parse_only_exactly(gen):
 def test_rewriting_same_experiment_is_atomic_replace(gen):
     gen.generate_config("same", {"x": 0.1})
     gen.generate_config("same", {"x": 0.2})
-    assert yaml.safe_load((gen.output_dir / "same" / "config.yaml").read_text())["x"] == 0.2
+    assert yaml.safe_load((Path(gen.output_dir) / "same" / "config.yaml").read_text())["x"] == 0.2
 
 
 BAD_CHANGES = [
@@ -75,7 +75,7 @@ def test_bad_changes_raise_naming_field_and_write_nothing(gen, changes, field, r
     assert field in exc.value.fields
     assert rule in str(exc.value)
     assert isinstance(exc.value, ValueError)
-    assert _files_under(gen.output_dir) == []
+    assert _files_under(Path(gen.output_dir)) == []
 
 
 def test_every_violation_is_reported_at_once(gen):
@@ -103,8 +103,8 @@ def test_unsafe_experiment_ids(gen, bad_id, why):
     with pytest.raises(ConfigValidationError) as exc:
         gen.generate_config(bad_id, {"x": 0.1})
     assert exc.value.fields == ["experiment_id"] and why in str(exc.value)
-    assert _files_under(gen.output_dir) == []
-    assert not (gen.output_dir.parent / "escape").exists()
+    assert _files_under(Path(gen.output_dir)) == []
+    assert not (Path(gen.output_dir).parent / "escape").exists()
 
 
 def test_learned_constraint_quotes_reason(gen):
@@ -115,7 +115,7 @@ def test_learned_constraint_quotes_reason(gen):
         gen.generate_config("risky", {"lr": 0.5})
     assert exc.value.fields == ["lr"]
     assert "5 of 5 trials with lr ≥ 0.3 diverged" in str(exc.value)
-    assert _files_under(gen.output_dir) == []
+    assert _files_under(Path(gen.output_dir)) == []
     assert gen.generate_config("safe", {"lr": 0.1})["lr"] == 0.1
 
 

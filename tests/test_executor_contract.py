@@ -114,6 +114,19 @@ def test_a_failing_config_ends_failed_with_its_class(make_executor, toy_study):
     assert oom.error_class == ErrorClass.OOM and oom.error_message
 
 
+@pytest.mark.parametrize("how", ["nan", "inf", "string", "renamed", "none"])
+def test_a_trial_without_a_finite_metric_fails_no_metric(make_executor, toy_study, how, caplog):
+    ex = make_executor()
+    ex.submit_batch([runnable(toy_study, "bad", bad_metric=how, epochs=1)], cycle_id=1)
+    assert wait_for(ex, ["bad"], timeout=120) == {"bad": JobStatus.FAILED}
+    r = ex.collect_results("bad")
+    assert r.error_class == ErrorClass.NO_METRIC and "'score'" in r.error_message
+    assert r.metric("score") is None
+    if how != "none":
+        assert "loss" in r.metrics  # the metrics it did report are kept
+    assert any("no_metric" in rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING")
+
+
 def test_the_same_id_again_is_not_run_twice(make_executor, toy_study, tmp_path):
     ex = make_executor()
     events = tmp_path / "events.jsonl"

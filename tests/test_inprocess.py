@@ -74,8 +74,8 @@ def test_failures_become_data_with_their_class(executor):
     assert got["oom"].error_class == ErrorClass.OOM
     assert got["nan"].error_class == ErrorClass.DIVERGED
     assert got["crash"].error_class == ErrorClass.CRASH and "bad shape" in got["crash"].error_message
-    assert got["nanmetric"].error_class == ErrorClass.DIVERGED and "nan" in got["nanmetric"].error_message
-    assert got["nometric"].error_class == ErrorClass.CRASH and "'score'" in got["nometric"].error_message
+    assert got["nanmetric"].error_class == ErrorClass.NO_METRIC and "nan" in got["nanmetric"].error_message
+    assert got["nometric"].error_class == ErrorClass.NO_METRIC and "'score'" in got["nometric"].error_message
     assert got["garbage"].error_class == ErrorClass.CRASH and "not a mapping" in got["garbage"].error_message
     assert error_class_of(TimeoutError()) == ErrorClass.TIMEOUT
     assert error_class_of(RuntimeError("CUDA error: out of memory")) == ErrorClass.OOM
@@ -131,3 +131,29 @@ def test_the_study_trainable_is_used_and_checked(toy_study):
     ex.shutdown()
     with pytest.raises(ConfigValidationError, match="not a function"):
         InProcessExecutor(toy_study.model_copy(update={"trainable": "trainables.toy:_MODEL_BONUS"}))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_cycle_timeout_shorter_than_an_objective_records_timeouts(ray_session, toy_study):
+    """An in-process call cannot be stopped: at the cycle's timeout (and its grace period)
+    the trial is stored as a timeout failure and the cycle completes."""
+    from arc_ray.orchestrator import Orchestrator
+
+    release = threading.Event()
+
+    def slow(config):
+        release.wait(120)
+        return toy_objective(config)
+
+    study = toy_study.model_copy(update={"executor": "inprocess", "trainable": "trainables.toy:objective"})
+    orch = Orchestrator(study, executor=InProcessExecutor(study, trainable=slow))
+    try:
+        report = orch.run_autonomous_cycle(timeout=1)
+        got = {(r.status, r.error_class) for r in report.results}
+        assert (JobStatus.FAILED, ErrorClass.TIMEOUT) in got  # the call that was running
+        assert got <= {(JobStatus.FAILED, ErrorClass.TIMEOUT), (JobStatus.CANCELLED, ErrorClass.CANCELLED)}  # and the queued ones
+        assert orch.pending_cycle() is None and orch.next_cycle_id() == report.cycle_id + 1
+    finally:
+        release.set()
+        orch.shutdown(kill_actors=True)

@@ -8,6 +8,7 @@ so the agent actors are started once for the module.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,10 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def orch(ray_session, study):
     o = Orchestrator(study)
+    # the tests drive this study from several drivers (the CLI, an offline orchestrator,
+    # driver processes) while this one lives: it lends them the lease (tests/test_drivers.py
+    # and tests/test_lease.py test the lease itself)
+    o.lease.release()
     yield o
     o.shutdown(kill_actors=True)
 
@@ -79,6 +84,7 @@ def test_offline_cycle_logs_decisions_and_runs_nothing(orch, study):
     cycles = ray.get(h.cycles_table.remote()).to_pylist()
     assert [(c["cycle_id"], c["offline"]) for c in cycles] == [(1, True)]
     assert offline._executor is None  # an offline study never builds an executor
+    offline.shutdown()
     assert orch.pending_cycle() is None and orch.next_cycle_id() == 2
 
 
@@ -105,6 +111,10 @@ def test_cli_run_stops_at_the_trial_budget_and_writes_the_report(study, orch, ca
     ran = [d for d in cycle3 if d.outcome.runs()]
     over = [d for d in cycle3 if "budget.max_trials=6" in d.reason]
     assert len(ran) == 2 and over and all(d.outcome == DecisionOutcome.VETOED for d in over)
+    # configs are written only for decisions that run: none for the ones over the budget
+    experiments = Path(study.experiments_dir)
+    assert all((experiments / d.experiment_id / "config.yaml").is_file() for d in ran)
+    assert not any((experiments / d.experiment_id).exists() for d in cycle3 if not d.outcome.runs())
     summary = ray.get(orch.historian.summary.remote())
     assert f"best score: {summary.best_value:.4f} (experiment {summary.best_experiment_id})" in text
 

@@ -213,3 +213,48 @@ def test_report_draws_the_slot_timeline_when_trials_have_times(toy_study, tmp_pa
         assert im.format == "PNG" and im.size[0] > 400
     assert len(re.findall(r"src='data:image/png;base64,", report.html.read_text())) == 4
     assert slot_utilisation(data.trials, 2) == pytest.approx(3.0 * n / (2 * (2 * (n - 1) + 3)))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_metric_less_history_runs_reports_and_counts_as_failures(ray_session, tmp_path):
+    """Every trial reports only a misnamed metric: `arc run` ends normally, `arc report`
+    and `arc status` work, and the trials are no_metric failures the director sees."""
+    import io
+
+    from arc_ray.cli import main
+    from arc_ray.historian import HistoryReader
+    from arc_ray.study import StudyConfig
+
+    path = tmp_path / "study.yaml"
+    path.write_text(f"""\
+name: no_metric
+trainable: trainables.toy:objective
+executor: inprocess
+metric: score
+mode: max
+baseline: {{x: 0.0, lr: 0.01, model: small, layers: 2, epochs: 2, train_split: 0.8, val_split: 0.2,
+           bad_metric: renamed}}
+search_space:
+  x: {{type: float, low: -1.0, high: 1.0}}
+  lr: {{type: float, low: 1.0e-4, high: 0.1, log: true}}
+storage: {tmp_path / "history"}
+budget: {{trials_per_cycle: 2}}
+proposers: {{enabled: [explorer], proposals_per_cycle: 2}}
+""")
+    out = io.StringIO()
+    assert main(["run", str(path), "--cycles", "2", "--report-dir", str(tmp_path / "rep")], out=out) == 0
+    text = out.getvalue()
+    assert "best score: none yet" in text and (tmp_path / "rep" / "report.html").is_file()
+    assert main(["report", str(path), "--out", str(tmp_path / "rep2")], out=io.StringIO()) == 0
+    status = io.StringIO()
+    assert main(["status", str(path)], out=status) == 0
+    assert "failures: no_metric " in status.getvalue()
+    h = HistoryReader(StudyConfig.from_yaml(path))
+    trials = h.trials_table().to_pylist()
+    assert trials and all(t["status"] == "FAILED" and t["error_class"] == "no_metric" for t in trials)
+    assert all(t.get("metric.scor") is not None for t in trials)  # what it did report is kept
+    s = h.summary()
+    assert s.n_failed == len(trials) and s.best_value is None
+    modes = [r["mode"] for r in h.cycles_table().to_pylist()]
+    assert modes[-1] == "recover", modes  # the director treats them as failures

@@ -85,6 +85,10 @@ def orch(ray_session, study):
     from arc_ray.orchestrator import Orchestrator
 
     o = Orchestrator(study)
+    # the tests drive this study from several drivers (the CLI, an offline orchestrator,
+    # driver processes) while this one lives: it lends them the lease (tests/test_drivers.py
+    # and tests/test_lease.py test the lease itself)
+    o.lease.release()
     yield o
     o.shutdown(kill_actors=True)
 

@@ -13,6 +13,8 @@ misbehave on purpose, so the executor's failure handling can be tested for real:
 - ``sleep_s: x``      sleep ``x`` seconds per epoch (timeouts, concurrency, kills)
 - ``events_file: p``  append one JSON line per start and end of a run to ``p`` (the
   executor tests count runs and measure overlap with it)
+- ``bad_metric: k``   report ``score`` as ``nan``, ``inf``, a ``string``, under another
+  name (``renamed``), or report nothing at all (``none``): a trial without the metric
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Config(BaseModel):
     sleep_s: float = Field(0.0, ge=0)
     fail: str | None = None
     events_file: str | None = None
+    bad_metric: str | None = None
 
     @model_validator(mode="after")
     def _splits(self) -> "Config":
@@ -54,8 +57,25 @@ class Config(BaseModel):
 _MODEL_BONUS = {"small": 0.0, "medium": 0.05, "large": 0.02}
 
 
-def objective(config: dict[str, Any]) -> dict[str, float]:
+def objective(config: dict[str, Any]) -> dict[str, Any]:
     """A smooth, mixed-type response with its maximum 1.0 near x=0.3, lr=0.01, medium, 3 layers."""
+    return _spoil(_response(config), config.get("bad_metric"))
+
+
+def _spoil(metrics: dict[str, Any], how: str | None) -> dict[str, Any]:
+    """The metrics as a trainable that misreports ``score`` would give them (``bad_metric``)."""
+    if how is None:
+        return metrics
+    out = dict(metrics)
+    score = out.pop("score")
+    if how == "none":
+        return {}
+    replacement = {"nan": float("nan"), "inf": float("inf"), "string": "high"}
+    out["scor" if how == "renamed" else "score"] = replacement.get(how, score)
+    return out
+
+
+def _response(config: dict[str, Any]) -> dict[str, float]:
     x = float(config.get("x", 0.0))
     lr = float(config.get("lr", 0.01))
     score = (
@@ -73,7 +93,7 @@ def train(config: dict[str, Any]) -> None:
     from ray import tune
 
     cfg = Config.model_validate(config)
-    final = objective(config)
+    final = _response(config)
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -92,7 +112,9 @@ def train(config: dict[str, Any]) -> None:
         if cfg.fail == "exit" and start_epoch == 0 and epoch == 1:
             os._exit(1)  # the worker dies as if OOM-killed: no exception reaches Tune
         frac = (epoch + 1) / cfg.epochs
-        metrics = {k: v * frac if k == "score" else v for k, v in final.items()}
+        if cfg.bad_metric == "none":
+            continue  # never reports
+        metrics = _spoil({k: v * frac if k == "score" else v for k, v in final.items()}, cfg.bad_metric)
         metrics.update(epoch=epoch + 1, pid=os.getpid(), t_end=time.time(),
                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         import tempfile

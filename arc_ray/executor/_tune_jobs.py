@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ray._io import atomic_write_text
+from arc_ray.storage import atomic_write_text
 from arc_ray.records import ErrorClass, JobStatus, ProposalType, Resources, RiskLevel, TrialResult
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class RunStore:
         return f"{self._root.rstrip('/')}/{rel}"
 
     def write_json(self, rel: str, obj: Any) -> None:
-        """Write ``obj`` as JSON, atomically (see :func:`arc_ray._io.atomic_write_text`)."""
+        """Write ``obj`` as JSON, atomically (see :func:`arc_ray.storage.atomic_write_text`)."""
         path = self._path(rel)
         atomic_write_text(path if self._local else f"{self.uri.rstrip('/')}/{rel}",
                           json.dumps(obj, indent=1, default=str))

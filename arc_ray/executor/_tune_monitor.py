@@ -36,7 +36,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from arc_ray.executor._tune_jobs import JobState, RunStore, result_metrics
 from arc_ray.executor._tune_trial import ERROR_CLASS_KEY, ERROR_MESSAGE_KEY, ERROR_TYPE_KEY, experiment_id_of
-from arc_ray.executor.base import classify_error
+from arc_ray.executor.base import classify_error, missing_metric
 from arc_ray.records import ErrorClass, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,12 @@ class TuneRun:
             text = _error_text(trial)
             self.finalize(job, JobStatus.FAILED, classify_error(text), _last_line(text))
         else:
-            self.finalize(job, JobStatus.COMPLETED)
+            problem = missing_metric(job.last_metrics, job.last_metrics, self.metric)
+            if problem is None:
+                self.finalize(job, JobStatus.COMPLETED)
+            else:
+                logger.warning("trial %s failed (no_metric): %s", job.experiment_id, problem)
+                self.finalize(job, JobStatus.FAILED, ErrorClass.NO_METRIC, problem)
 
     def decide(self, trial: Trial, result: dict[str, Any], decision: str) -> str:
         """The scheduler's verdict on a result, after ARC's timeout and cancellation rules."""

@@ -20,6 +20,7 @@ Ray.
 from __future__ import annotations
 
 import abc
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, Sequence
@@ -260,6 +261,29 @@ def check_cycle_id(cycle_id: Any) -> int:
     return cycle_id
 
 
+def missing_metric(metrics: Mapping[str, Any], reported: Iterable[str], metric: str) -> str | None:
+    """Why a trial that ended normally does not count as completed, or ``None`` when it does.
+
+    A trial counts only with a finite value of the study metric (in ``metrics``, the
+    numbers it reported); NaN, inf, a string, another name or no report at all make it a
+    ``no_metric`` failure, which keeps the metrics it did report.
+
+    Args:
+        metrics: the numbers the trial reported (its best or last report).
+        reported: every metric name it reported, for the message.
+        metric: the study metric.
+    """
+    value = metrics.get(metric)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return None
+    names = sorted(set(reported))
+    if value is not None:
+        return f"the study metric {metric!r} is {value!r}, not a finite number"
+    if names:
+        return f"it never reported the study metric {metric!r} (it reported: {', '.join(names[:10])})"
+    return f"it never reported the study metric {metric!r} (no metric at all)"
+
+
 def prepare_batch(items: Sequence[Any], cycle_id: int, held: Mapping[str, int],
                   default_resources: Resources) -> list[PreparedTrial]:
     """Check every item of a batch; raise once, naming every problem.
@@ -388,4 +412,4 @@ def classify_error(error: BaseException | str | None) -> ErrorClass:
     return ErrorClass.CRASH
 
 
-__all__ = ["Executor", "Job", "PreparedTrial", "check_cycle_id", "classify_error", "prepare_batch"]
+__all__ = ["Executor", "Job", "PreparedTrial", "check_cycle_id", "classify_error", "missing_metric", "prepare_batch"]

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
-from arc_ray.executor.base import Executor, Job, check_cycle_id, classify_error, prepare_batch
+from arc_ray.executor.base import Executor, Job, check_cycle_id, classify_error, missing_metric, prepare_batch
 from arc_ray.records import Decision, ErrorClass, JobStatus, TrialResult
 
 if TYPE_CHECKING:
@@ -125,13 +125,10 @@ class InProcessExecutor(Executor):
                 raise TrainingExecutionError(f"the objective returned {type(out).__name__}, not a mapping of metrics")
             metrics = {k: float(v) for k, v in out.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            value = metrics.get(self.study.metric)
-            if value is None:
-                status, err_class = JobStatus.FAILED, ErrorClass.CRASH
-                err_msg = f"the objective did not return the study metric {self.study.metric!r}"
-            elif not math.isfinite(value):
-                status, err_class = JobStatus.FAILED, ErrorClass.DIVERGED
-                err_msg = f"the study metric {self.study.metric!r} is {value}"
+            problem = missing_metric(out, out, self.study.metric)
+            if problem is not None:
+                status, err_class, err_msg = JobStatus.FAILED, ErrorClass.NO_METRIC, problem
+                logger.warning("trial %s failed (no_metric): %s", job.experiment_id, problem)
         except Exception as exc:
             status, err_class, err_msg = JobStatus.FAILED, classify_error(exc), f"{type(exc).__name__}: {exc}"
             logger.info("trial %s failed (%s): %s", job.experiment_id, err_class.value, err_msg)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 from arc_ray.errors import ConfigValidationError, TrainingExecutionError, Violation
 from arc_ray.executor._tune_trial import TRIAL_KEY, make_trial_function, trial_dirname, trial_name, trial_resources
 from arc_ray.executor.base import Executor, Job, PreparedTrial, check_cycle_id, prepare_batch
+from arc_ray.feasibility import cluster_started_here as _cluster_started_here
 from arc_ray.records import Decision, JobStatus, Resources, TrialResult
 from arc_ray.study import join_storage
 
@@ -532,17 +533,6 @@ class TrainingExecutor(Executor):
             j = self._jobs[experiment_id]
             return Job(experiment_id=j.experiment_id, cycle_id=j.cycle_id, config=dict(j.config),
                        resources=j.resources, status=j.status, tune_experiment=j.run_name)
-
-
-def _cluster_started_here() -> bool:
-    """Whether this driver started its Ray itself (a local instance no autoscaler grows)."""
-    try:
-        from ray._private import worker
-
-        node = worker._global_node
-        return bool(node is not None and node.head)
-    except Exception:  # a private detail of Ray: when in doubt, do not refuse
-        return False
 
 
 def _cycle_run_names(tune_dir: str, cycle_id: int) -> list[str]:

@@ -149,6 +149,23 @@ class Historian(HistoryReader):
                 self._maybe_compact("decisions")
             return len(new)
 
+    def supersede_decisions(self, decisions: Iterable[Decision | Mapping[str, Any]]) -> int:
+        """Replace logged decisions (same ``(cycle_id, experiment_id)``): a decision
+        re-validated on resume that can no longer run is stored again as ``vetoed``.
+
+        The decisions table keeps the newest row per key, so readers see the new outcome;
+        the older row stays on disk until a compaction. Returns how many were stored.
+
+        Raises:
+            HistoryError: an item is not a valid ``Decision``; nothing is written.
+        """
+        with self._lock:
+            items = self._validate(decisions, Decision, "decision")
+            self._decisions.refresh()
+            if items:
+                self._decisions.append(decisions_to_table(items))
+            return len(items)
+
     def log_cycle(self, report: CycleReport | Mapping[str, Any]) -> None:
         """Store one row for the cycle; logging the same cycle again replaces its row."""
         with self._lock:

@@ -51,7 +51,8 @@ TABLES = ("trials", "decisions", "cycles", "constraints")
 # Each table's row key, and which copy wins when a key was stored twice.
 TABLE_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     "trials": ((EXPERIMENT_ID,), "first"),
-    "decisions": ((CYCLE_ID, EXPERIMENT_ID), "first"),
+    # last: a decision re-validated on resume is superseded (log_decisions never repeats a key)
+    "decisions": ((CYCLE_ID, EXPERIMENT_ID), "last"),
     "cycles": ((CYCLE_ID,), "last"),
     "constraints": (("id",), "last"),
 }

@@ -19,9 +19,9 @@ class DatasetView:
     """An in-memory, de-duplicated view of one table, refreshed incrementally from files.
 
     Rows are kept in load order. ``key`` columns identify a row; ``keep`` says which
-    copy wins when two writers stored the same key (``first`` for trials and decisions:
-    storing again changes nothing; ``last`` for cycles and constraints: a newer row
-    updates).
+    copy wins when two writers stored the same key (``first`` for trials: storing again
+    changes nothing; ``last`` for decisions, cycles and constraints: a newer row updates,
+    e.g. a decision vetoed on resume).
     """
 
     def __init__(self, store: ParquetStore, table: str, key: Sequence[str],

@@ -1,0 +1,111 @@
+"""Real `arc` driver processes on one study: one driver at a time, SIGTERM, takeover.
+
+Each test starts `arc run` as a separate process connected to the session's Ray (the
+toy study, Tune trials that sleep), and checks what a user would see: the exit code,
+the message, and a history where every approved experiment has exactly one trial row
+and nothing was recorded as cancelled or failed by an interrupted driver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from test_resume import STUDY, rows
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(storage=tmp_path / "history"))
+    return path
+
+
+def arc(argv: list[str], log: Path, address: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "arc_ray.cli", *argv, "--address", address],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not re.search(pattern, log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never saw {pattern!r} (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def assert_each_experiment_once(study_dir: Path) -> list[dict]:
+    """Every approved experiment has one trial row, cycles are 1..N once each; returns the trials."""
+    s = SimpleNamespace(study_dir=str(study_dir))
+    decisions = rows(s, "decisions")
+    runnable = {(r["cycle_id"], r["experiment_id"]) for r in decisions if r["outcome"] in ("approved", "repaired")}
+    trials = [(r["cycle_id"], r["experiment_id"]) for r in rows(s, "trials")]
+    assert sorted(trials) == sorted(runnable), "a result is missing or stored twice"
+    cycles = [r["cycle_id"] for r in rows(s, "cycles")]
+    assert sorted(cycles) == list(range(1, len(cycles) + 1)), "a cycle is missing or stored twice"
+    return rows(s, "trials")
+
+
+RUNNING = r"trials: \d+ queued, [1-9]\d* running"
+
+
+def test_a_second_driver_is_refused_fast_and_the_first_completes(ray_session, study_file, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    first = arc(["run", str(study_file), "--cycles", "2"], tmp_path / "first.log", address)
+    wait_for(tmp_path / "first.log", r"cycle 1: deciding", first)
+    t0 = time.monotonic()
+    second = arc(["run", str(study_file), "--cycles", "2"], tmp_path / "second.log", address)
+    assert second.wait(timeout=60) == 5, (tmp_path / "second.log").read_text()[-3000:]
+    assert time.monotonic() - t0 < 30
+    text = (tmp_path / "second.log").read_text()
+    assert "is being run by another driver" in text and f"pid {first.pid} on host" in text
+    assert "Traceback" not in text
+    cycle = arc(["cycle", str(study_file)], tmp_path / "cycle.log", address)
+    assert cycle.wait(timeout=60) == 5, (tmp_path / "cycle.log").read_text()[-3000:]
+    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    trials = assert_each_experiment_once(tmp_path / "history" / "resume_toy")
+    assert {r["cycle_id"] for r in trials} == {1, 2}
+
+
+def test_a_killed_drivers_study_is_taken_over(ray_session, study_file, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    first = arc(["run", str(study_file), "--cycles", "2"], tmp_path / "first.log", address)
+    wait_for(tmp_path / "first.log", RUNNING, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    second = arc(["run", str(study_file), "--cycles", "2"], tmp_path / "second.log", address)
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert "cycle 1: resuming" in (tmp_path / "second.log").read_text()
+    trials = assert_each_experiment_once(tmp_path / "history" / "resume_toy")
+    assert all(r["status"] == "COMPLETED" for r in trials)
+
+
+def test_sigterm_leaves_trials_to_resume_exit_143(ray_session, study_file, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    first = arc(["run", str(study_file), "--cycles", "4"], tmp_path / "first.log", address)
+    wait_for(tmp_path / "first.log", RUNNING, first)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 143, (tmp_path / "first.log").read_text()[-3000:]
+    text = (tmp_path / "first.log").read_text()
+    assert "terminated (SIGTERM); run the same command again to resume" in text
+    assert "Traceback" not in text
+    second = arc(["run", str(study_file), "--cycles", "1"], tmp_path / "second.log", address)
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert re.search(r"cycle 1: resuming", (tmp_path / "second.log").read_text())
+    trials = assert_each_experiment_once(tmp_path / "history" / "resume_toy")
+    assert trials and all(r["status"] == "COMPLETED" for r in trials), trials
