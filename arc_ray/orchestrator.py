@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
@@ -38,6 +38,8 @@ from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.records import (
     CycleEvent,
     CycleReport,
+    count_outcomes,
+    count_statuses,
     Decision,
     HistorySummary,
     JobStatus,
@@ -584,30 +586,6 @@ class Orchestrator:
     def _stop_now(self) -> tuple[StopReason, str] | None:
         summary = self._get(self.historian.summary.remote())
         return check_stop(self.study, summary, self._get(self.historian.cycle_rows.remote()))
-
-
-def count_statuses(statuses: Iterable[JobStatus]) -> dict[str, int]:
-    """Trials by progress bucket (queued / running / done / failed / total), for :class:`CycleEvent`."""
-    c = {"queued": 0, "running": 0, "done": 0, "failed": 0, "total": 0}
-    for s in statuses:
-        c["total"] += 1
-        if s == JobStatus.RUNNING:
-            c["running"] += 1
-        elif s == JobStatus.COMPLETED:
-            c["done"] += 1
-        elif s in (JobStatus.FAILED, JobStatus.CANCELLED):
-            c["failed"] += 1
-        else:
-            c["queued"] += 1
-    return c
-
-
-def count_outcomes(decisions: list[Decision]) -> str:
-    """The decisions by outcome in words (``"3 approved, 1 vetoed"``), for progress lines."""
-    by: dict[str, int] = {}
-    for d in decisions:
-        by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
 
 
 __all__ = [

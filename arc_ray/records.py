@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any
@@ -487,10 +487,36 @@ class CycleEvent:
     message: str = ""
 
 
+def count_statuses(statuses: Iterable[JobStatus]) -> dict[str, int]:
+    """Trials by progress bucket (queued / running / done / failed / total), for :class:`CycleEvent`."""
+    c = {"queued": 0, "running": 0, "done": 0, "failed": 0, "total": 0}
+    for s in statuses:
+        c["total"] += 1
+        if s == JobStatus.RUNNING:
+            c["running"] += 1
+        elif s == JobStatus.COMPLETED:
+            c["done"] += 1
+        elif s in (JobStatus.FAILED, JobStatus.CANCELLED):
+            c["failed"] += 1
+        else:
+            c["queued"] += 1
+    return c
+
+
+def count_outcomes(decisions: list[Decision]) -> str:
+    """The decisions by outcome in words (``"3 approved, 1 vetoed"``), for progress lines."""
+    by: dict[str, int] = {}
+    for d in decisions:
+        by[d.outcome.value] = by.get(d.outcome.value, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "no proposal"
+
+
 __all__ = [
     "Constraint",
     "CycleEvent",
     "CycleReport",
+    "count_outcomes",
+    "count_statuses",
     "Decision",
     "DecisionOutcome",
     "ErrorClass",

@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from arc_ray.orchestrator import count_statuses
-from arc_ray.records import CycleReport, Decision, DecisionOutcome, JobStatus, RunReport, StopReason, TrialResult
+from arc_ray.records import (CycleReport, Decision, DecisionOutcome, JobStatus, RunReport, StopReason,
+                             TrialResult, count_statuses)
 from arc_ray.stopping import check_stop
 
 if TYPE_CHECKING:
