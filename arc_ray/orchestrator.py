@@ -45,7 +45,7 @@ from arc_ray.records import (
     StopReason,
     TrialResult,
 )
-from arc_ray.stopping import check_stop, recover_cycles_without_improvement
+from arc_ray.stopping import check_cycle_failures, check_stop, recover_cycles_without_improvement
 
 if TYPE_CHECKING:
     from arc_ray.executor import Executor
@@ -498,7 +498,9 @@ class Orchestrator:
         ``max_cycles``. Stops, and says why (:class:`StopReason`), when the best reaches
         ``study.target``; ``budget.max_cycles`` cycles, ``budget.max_trials`` trials or
         ``budget.max_gpu_hours`` are spent; ``budget.max_recover_cycles_without_improvement``
-        recover cycles in a row did not improve the best; or this run did ``max_cycles``
+        recover cycles in a row did not improve the best (only with
+        ``budget.stop_on_no_improvement``); every trial of a cycle failed with the same
+        error (a broken objective, :func:`check_cycle_failures`); or this run did ``max_cycles``
         (default: until another reason; 1 in offline mode).
 
         With ``study.scheduling == "rolling"`` the loop is :class:`arc_ray.rolling.RollingLoop`:
@@ -522,6 +524,9 @@ class Orchestrator:
                 stop = (StopReason.MAX_CYCLES, f"did the {max_cycles} cycle(s) asked for")
                 break
             reports.append(self.run_autonomous_cycle())
+            stop = check_cycle_failures(reports[-1].results)
+            if stop is not None:
+                break
         summary = self._get(self.historian.summary.remote())
         n_cycles = len(self._get(self.historian.cycle_ids.remote())["done"])
         logger.info("stopping: %s", stop[1])

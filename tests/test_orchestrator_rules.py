@@ -54,7 +54,12 @@ def test_recover_cycles_without_improvement(toy_study):
     assert n == 3
     flat = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.5), ("recover", 0.5))
     assert recover_cycles_without_improvement(toy_study, flat) == 3
-    assert check_stop(toy_study, summary(toy_study, best_value=0.5), flat)[0] == StopReason.NO_IMPROVEMENT
+    # the rule only stops a run that opted into early stopping: otherwise the budget is spent
+    assert check_stop(toy_study, summary(toy_study, best_value=0.5), flat) is None
+    early = toy_study.model_copy(update={"budget": toy_study.budget.model_copy(
+        update={"stop_on_no_improvement": True})})
+    stop = check_stop(early, summary(early, best_value=0.5), flat)
+    assert stop[0] == StopReason.NO_IMPROVEMENT and "early stopping" in stop[1]
     improved = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.6), ("recover", 0.6))
     assert recover_cycles_without_improvement(toy_study, improved) == 1
     broken = rows(("recover", 0.5), ("recover", 0.5), ("exploit", 0.5), ("recover", 0.5))
