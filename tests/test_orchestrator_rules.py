@@ -10,7 +10,8 @@ from arc_ray.orchestrator import (
     check_stop,
     recover_cycles_without_improvement,
 )
-from arc_ray.records import HistorySummary, JobStatus
+from arc_ray.records import ErrorClass, HistorySummary, JobStatus, TrialResult
+from arc_ray.stopping import check_cycle_failures
 from test_report import seed_history
 
 
@@ -98,3 +99,19 @@ def test_stopping_names_stay_importable_from_the_orchestrator():
     assert orchestrator.check_stop is stopping.check_stop
     assert orchestrator.RunReport is records.RunReport and orchestrator.CycleEvent is records.CycleEvent
     assert orchestrator.StopReason is records.StopReason
+
+
+def _failed(eid, error_class=ErrorClass.CRASH, message="KeyError: 'lr'"):
+    return TrialResult(experiment_id=eid, cycle_id=1, status=JobStatus.FAILED, error_class=error_class,
+                       error_message=message)
+
+
+def test_a_cycle_whose_trials_all_crash_the_same_way_stops_the_run():
+    stop = check_cycle_failures([_failed("a"), _failed("b"), _failed("c")])
+    assert stop[0] == StopReason.ALL_FAILED and "KeyError: 'lr'" in stop[1] and "all 3 trials" in stop[1]
+    # different errors, one success, a single trial, or failures that depend on the config: go on
+    assert check_cycle_failures([_failed("a"), _failed("b", message="ValueError: x")]) is None
+    ok = TrialResult(experiment_id="c", cycle_id=1, status=JobStatus.COMPLETED, metrics={"score": 1.0})
+    assert check_cycle_failures([_failed("a"), ok]) is None
+    assert check_cycle_failures([_failed("a")]) is None
+    assert check_cycle_failures([_failed("a", ErrorClass.OOM, "oom"), _failed("b", ErrorClass.OOM, "oom")]) is None

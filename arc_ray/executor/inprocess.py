@@ -127,8 +127,8 @@ class InProcessExecutor(Executor):
             if isinstance(out, (int, float)) and not isinstance(out, bool):
                 out = {self.study.metric: out}  # a bare number is the study metric, as in Optuna
             if not isinstance(out, Mapping):
-                raise TrainingExecutionError(f"the objective returned {type(out).__name__}, not a number "
-                                             "or a mapping of metrics")
+                raise TrainingExecutionError(f"the objective returned {type(out).__name__}, not a mapping "
+                                             "of metrics or a number")
             metrics = {k: float(v) for k, v in out.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             value = metrics.get(self.study.metric)
