@@ -91,7 +91,8 @@ class ProposerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: list[str] = Field(default_factory=lambda: ["bayesian", "explorer", "architect", "recovery"])
+    enabled: list[str] = Field(default_factory=lambda: ["bayesian", "surrogate", "explorer", "architect",
+                                                                 "recovery"])
     sampler: Literal["tpe", "gp"] = "tpe"
     # Proposals before the vote; None: max(6, ceil(1.5 × budget.trials_per_cycle)), so
     # the vote has a choice and a batch is filled (resolved when the study loads).
