@@ -19,7 +19,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import qmc
+from scipy.stats import norm, qmc
 
 from arc_ray.agents.base import AgentContext, Proposer, describe_config, world_model_for
 from arc_ray.agents.registry import register_proposer
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SOBOL_CANDIDATES = 512  # space-wide candidates per cycle
-LOCAL_CANDIDATES = 96  # moves around each of the best trials, per step size
+SOBOL_CANDIDATES = 256  # space-wide candidates per cycle (a power of two)
+LOCAL_CANDIDATES = 32  # moves around each of the best trials, per step size
 LOCAL_STEPS = (0.03, 0.1, 0.25)  # trust-region step sizes, in unit-cube units per axis
 LOCAL_CENTRES = 4  # best completed trials moved around
 PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
@@ -89,9 +89,13 @@ class SurrogateProposer(Proposer):
         configs = [{**view.baseline_flat, **f} for f in flats]
         # snapped to the values the configs really take (ints, choices), for distances
         points = np.array([view.unit(c)[axes] for c in configs])
-        mean, std = wm.predict_mean_std(configs)
-        ei = wm.expected_improvement(configs, best=ctx.summary.best_value)
-        risk = wm.failure_probability(configs)
+        preds = wm.predict(configs)  # one encoding of the candidates for mean, std and risk
+        mean = np.array([p.mean for p in preds])
+        std = np.maximum(np.array([p.std for p in preds]), 1e-12)
+        risk = np.array([p.failure_probability or 0.0 for p in preds])
+        best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
+        imp = self.study.sign * (mean - best)  # expected improvement over the current best
+        ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
         chosen, proposals = [], []
