@@ -36,7 +36,7 @@ LOCAL_CANDIDATES = 32  # moves around each of the best trials, per step size
 LOCAL_STEPS = (0.03, 0.1, 0.25)  # trust-region step sizes, in unit-cube units per axis
 LOCAL_CENTRES = 4  # best completed trials moved around
 PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
-MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising
+MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and one per searched axis)
 FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
 REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle while small)
 
@@ -45,7 +45,8 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 class SurrogateProposer(Proposer):
     """Proposals that maximise the world model's expected improvement (see the module).
 
-    Proposes nothing until :data:`MIN_OBSERVATIONS` trials completed; abstains from the
+    Proposes nothing until :data:`MIN_OBSERVATIONS` trials, and one more than the searched
+    parameters, completed (a GP's rule of thumb); abstains from the
     vote (the critic already scores every proposal with the same model).
     """
 
@@ -71,7 +72,7 @@ class SurrogateProposer(Proposer):
     def propose(self, ctx: AgentContext) -> list[Proposal]:
         n, names = ctx.quota, self.searched(ctx)
         view = ctx.history()
-        if n <= 0 or not names or view.n_completed < MIN_OBSERVATIONS:
+        if n <= 0 or not names or view.n_completed < max(MIN_OBSERVATIONS, len(names) + 1):
             return []
         wm = self._world_model(ctx)
         if wm.is_prior:
