@@ -149,7 +149,10 @@ def _broken_objective(config):
 
 
 def test_a_broken_objective_stops_after_one_cycle_with_its_error(tmp_path):
-    report = run_study(_broken_objective, {"x": {"type": "float", "low": -1.0, "high": 1.0}}, "score",
+    from arc_ray.orchestrator import Orchestrator
+
+    study = make_study(_broken_objective, {"x": {"type": "float", "low": -1.0, "high": 1.0}}, "score",
                        executor="inprocess", storage=tmp_path, budget={"max_trials": 40, "trials_per_cycle": 4})
+    report = Orchestrator(study, in_driver=True).run()
     assert report.stop_reason.value == "all_failed" and report.n_trials == 4
     assert "KeyError" in report.stop_message and "'lr'" in report.stop_message
