@@ -47,7 +47,7 @@ from arc_ray.records import (
     StopReason,
     TrialResult,
 )
-from arc_ray.stopping import check_stop, recover_cycles_without_improvement
+from arc_ray.stopping import check_cycle_failures, check_stop, recover_cycles_without_improvement
 from arc_ray.storage import atomic_write_text, read_text
 
 if TYPE_CHECKING:
@@ -548,14 +548,11 @@ class Orchestrator:
         """The autonomous loop: cycles until the target, a budget, or ``max_cycles``.
 
         A pending cycle (interrupted earlier) is finished first and counts as one of
-        ``max_cycles``. Stops, and says why (:class:`StopReason`), when the best reaches
-        ``study.target``; ``budget.max_cycles`` cycles, ``budget.max_trials`` trials or
-        ``budget.max_gpu_hours`` are spent; ``budget.max_recover_cycles_without_improvement``
-        recover cycles in a row did not improve the best; or this run did ``max_cycles``
-        (default: until another reason; 1 in offline mode).
-
-        With ``study.scheduling == "rolling"`` the loop is :class:`arc_ray.rolling.RollingLoop`:
-        a decision round (a cycle) whenever trial slots free up, ``max_cycles`` rounds.
+        ``max_cycles`` (default: until another reason; 1 in offline mode). Stops, and says
+        why (:class:`StopReason`), on the rules of :mod:`arc_ray.stopping` (target, budgets,
+        opt-in early stopping, every trial of a cycle failing with one error) or after
+        ``max_cycles``. With ``study.scheduling == "rolling"`` the loop is
+        :class:`arc_ray.rolling.RollingLoop`: a round (a cycle) whenever trial slots free up.
         """
         if self.study.scheduling == "rolling" and not self.offline_mode:
             from arc_ray.rolling import RollingLoop
@@ -575,6 +572,9 @@ class Orchestrator:
                 stop = (StopReason.MAX_CYCLES, f"did the {max_cycles} cycle(s) asked for")
                 break
             reports.append(self.run_autonomous_cycle())
+            stop = check_cycle_failures(reports[-1].results)
+            if stop is not None:
+                break
         summary = self._get(self.historian.summary.remote())
         n_cycles = len(self._get(self.historian.cycle_ids.remote())["done"])
         logger.info("stopping: %s", stop[1])

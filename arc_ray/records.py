@@ -448,7 +448,8 @@ class StopReason(str, Enum):
     CYCLE_BUDGET = "cycle_budget"  # the study's budget.max_cycles are done
     TRIAL_BUDGET = "trial_budget"  # budget.max_trials trials are in the history
     GPU_BUDGET = "gpu_budget"  # budget.max_gpu_hours are spent
-    NO_IMPROVEMENT = "no_improvement"  # N recover cycles in a row did not improve the best
+    NO_IMPROVEMENT = "no_improvement"  # early stopping (opt-in): N recover cycles did not improve the best
+    ALL_FAILED = "all_failed"  # every trial of a cycle failed with the same error
 
 
 class RunReport(_Record):

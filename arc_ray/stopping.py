@@ -1,4 +1,4 @@
-"""When a study stops: the target, its budgets, and recover cycles that did not help.
+"""When a study stops: the target, its budgets, and (opt-in) recover cycles that did not help.
 
 Pure functions over the study, the historian's summary and the cycles as rows
 (:meth:`HistoryReader.cycle_rows <arc_ray.historian.HistoryReader.cycle_rows>`), so the
@@ -14,10 +14,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from arc_ray.historian.schema import BEST_VALUE, MODE, OFFLINE
-from arc_ray.records import HistorySummary, StopReason, StrategyMode
+from arc_ray.records import ErrorClass, HistorySummary, JobStatus, StopReason, StrategyMode
 
 if TYPE_CHECKING:
+    from arc_ray.records import TrialResult
     from arc_ray.study import StudyConfig
+
+# Failures that depend on the config tried (the search's business: it learns to avoid
+# them); any other class (a crash, a missing metric) repeated by every trial of a cycle
+# is a broken objective, and more cycles would only spend the budget on it.
+_CONFIG_FAILURES = (ErrorClass.OOM, ErrorClass.DIVERGED, ErrorClass.TIMEOUT, ErrorClass.CANCELLED)
 
 
 def recover_cycles_without_improvement(study: "StudyConfig", rows: Sequence[Mapping[str, Any]]) -> int:
@@ -68,12 +74,40 @@ def check_stop(study: "StudyConfig", summary: HistorySummary,
         return StopReason.GPU_BUDGET, (
             f"the study's budget of {b.max_gpu_hours:g} GPU hours is spent "
             f"({summary.gpu_hours_used:.2f} used)")
+    if not b.stop_on_no_improvement:  # the budget asked for is spent in full unless early stopping is on
+        return None
     n = recover_cycles_without_improvement(study, cycle_rows)
     if n >= b.max_recover_cycles_without_improvement:
         return StopReason.NO_IMPROVEMENT, (
-            f"{n} recover cycles in a row without improving the best "
-            f"(limit budget.max_recover_cycles_without_improvement={b.max_recover_cycles_without_improvement})")
+            f"early stopping (budget.stop_on_no_improvement): {n} recover cycles in a row without "
+            f"improving the best (limit budget.max_recover_cycles_without_improvement="
+            f"{b.max_recover_cycles_without_improvement})")
     return None
 
 
-__all__ = ["check_stop", "recover_cycles_without_improvement"]
+def check_cycle_failures(results: Sequence["TrialResult"]) -> tuple[StopReason, str] | None:
+    """Whether a cycle's results show a broken objective: every trial (two or more) failed
+    with the same error, and not one that depends on the config (out of memory, diverged,
+    timed out).
+
+    Args:
+        results: the trials of the cycle just run.
+
+    Returns:
+        :attr:`StopReason.ALL_FAILED` and a sentence quoting the error, or ``None`` to go on.
+    """
+    if len(results) < 2 or any(r.status != JobStatus.FAILED for r in results):
+        return None
+    errors = {(r.error_class, r.error_message) for r in results}
+    if len(errors) != 1:
+        return None
+    error_class, message = errors.pop()
+    if error_class in _CONFIG_FAILURES:
+        return None
+    cls = error_class.value if error_class is not None else "unknown"
+    return StopReason.ALL_FAILED, (
+        f"all {len(results)} trials of cycle {results[0].cycle_id} failed with the same error "
+        f"({cls}): {message}; fix the objective and run again")
+
+
+__all__ = ["check_cycle_failures", "check_stop", "recover_cycles_without_improvement"]

@@ -57,7 +57,10 @@ class BudgetSettings(BaseModel):
     max_gpu_hours: float | None = Field(None, gt=0)  # over the whole study
     trials_per_cycle: int = Field(4, ge=1)  # most trials approved to run in one cycle
     gpu_hours_per_cycle: float | None = Field(None, gt=0)
-    max_recover_cycles_without_improvement: int = Field(3, ge=1)
+    # Early stopping, opt-in: a run otherwise spends the budget it was given (max_trials,
+    # max_cycles, a run's cycle count) even when recover cycles stop paying off.
+    stop_on_no_improvement: bool = False
+    max_recover_cycles_without_improvement: int = Field(3, ge=1)  # the early-stopping rule's patience
 
 
 class DirectorSettings(BaseModel):
@@ -88,14 +91,19 @@ class ProposerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: list[str] = Field(default_factory=lambda: ["bayesian", "explorer", "architect", "recovery"])
+    enabled: list[str] = Field(default_factory=lambda: ["bayesian", "surrogate", "explorer", "architect",
+                                                                 "recovery"])
     sampler: Literal["tpe", "gp"] = "tpe"
-    proposals_per_cycle: int = Field(6, ge=1)  # before the vote
+    # Proposals before the vote; None: max(6, ceil(1.5 × budget.trials_per_cycle)), so
+    # the vote has a choice and a batch is filled (resolved when the study loads).
+    proposals_per_cycle: int | None = Field(None, ge=1)
     min_distance: float = Field(0.05, ge=0)  # explorer: unit-cube distance to anything already run
     # Searched parameters the proposers leave at the baseline: e.g. the flagship's
     # train_split/val_split, which its trainable's Config requires to sum to 1.
     exclude: list[str] = Field(default_factory=list)
-    startup_trials: int = Field(8, ge=0)  # bayesian: completed trials before the sampler models
+    # bayesian: completed trials before the sampler models (Optuna's default is 10; the
+    # explorer's space filling covers the start, so one batch of 4 is enough)
+    startup_trials: int = Field(4, ge=0)
     explorer: Literal["sobol", "uncertainty"] = "sobol"  # space-filling, or highest world-model std
 
 
@@ -118,6 +126,11 @@ class CheckpointSettings(BaseModel):
     # model, reduced to what `arc export` reads; every other stored trial's checkpoints
     # are deleted. None keeps every checkpoint whole.
     keep_top: int | None = Field(3, ge=1)
+
+
+def default_proposals_per_cycle(trials_per_cycle: int) -> int:
+    """Proposals per cycle when the study sets none: half as many again as may run, at least 6."""
+    return max(6, math.ceil(1.5 * trials_per_cycle))
 
 
 class StudyConfig(BaseModel):
@@ -216,6 +229,12 @@ class StudyConfig(BaseModel):
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         logger.warning("%s", message)
         return data
+
+    @model_validator(mode="after")
+    def _default_proposals_per_cycle(self) -> "StudyConfig":
+        if self.proposers.proposals_per_cycle is None:
+            self.proposers.proposals_per_cycle = default_proposals_per_cycle(self.budget.trials_per_cycle)
+        return self
 
     @field_validator("target")
     @classmethod

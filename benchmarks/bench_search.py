@@ -39,12 +39,11 @@ Run (the full suite: 27 problems, budgets 20/40/100, batches 4 and 8, 10 seeds):
 For development: ``--quick`` (4 problems, 3 seeds, budgets 20/40); ``--problems``
 takes names or family names (``sklearn``, ``synthetic``, ``failure``).
 
-Cost: the full suite is 2,160 runs and does not fit 15 minutes on 2 cores. ARC's run
-(Ray actors and the historian's files every cycle: about 10 s per 40 evaluations on a
-quiet machine, 50 s on a loaded one) and Optuna's GPSampler (12 s at 40 evaluations,
-about a minute at 100, without the optional ``greenlet``) dominate; TPE, random and
-the objectives cost seconds in all. Each ARC study reuses its worker's Ray, so a faster
-in-process path makes the suite faster without changes here.
+Cost: the full suite is 2,160 runs and does not fit 15 minutes on 2 cores. ARC runs
+in the driver (no Ray: ``run_study`` with ``executor="inprocess"`` and no cluster), so
+Optuna's GPSampler (12 s at 40 evaluations, about a minute at 100) dominates. The peers
+do not change when ARC does: ``--reuse FILE`` takes their runs from an earlier raw
+results file and runs only ARC's.
 """
 
 from __future__ import annotations
@@ -90,23 +89,6 @@ def _init_worker() -> None:
     warnings.filterwarnings("ignore")
 
 
-def _ensure_ray() -> None:
-    """One Ray per worker process, reused by every ARC study it runs (``cluster.connect``
-    takes an initialised Ray as it is)."""
-    import ray
-
-    for attempt in range(3):  # on a loaded machine a node can time out during startup
-        if ray.is_initialized():
-            return
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            mp.util.Finalize(None, ray.shutdown, exitpriority=10)
-        except Exception:
-            ray.shutdown()
-            if attempt == 2:
-                raise
-
-
 class _Evaluations:
     """The objective's calls in order: value (None = failed) and seconds spent."""
 
@@ -142,7 +124,7 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
     import arc_ray
 
     global _CURRENT
-    _ensure_ray()
+    # no Ray in this process: run_study runs the agents and the historian in the driver
     _CURRENT = _Evaluations(problem)
     storage = tempfile.mkdtemp(dir=root)
     try:
@@ -364,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these (the report needs all four; for timing)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--out", type=Path, help="raw results JSON (default benchmarks/results/search-<time>.json)")
+    parser.add_argument("--reuse", type=Path, help="take the peers' runs (tpe, gp, random: they do not change "
+                        "with ARC) from this earlier raw results JSON where it has them; run only the rest")
     args = parser.parse_args(argv)
     problems = _problem_names(args.problems or (QUICK_PROBLEMS if args.quick else list(PROBLEMS)))
     seeds = args.seeds or (3 if args.quick else 10)
@@ -375,10 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     # alternate the samplers run by run; the largest budget's run gives every smaller one
     tasks = [(p, s, b, seed, budgets[-1], root) for seed in range(seeds) for p in problems
              for b in args.batches for s in args.samplers]
+    runs: list[dict[str, Any]] = []
+    if args.reuse:
+        stored = {(r["problem"], r["sampler"], r["batch"], r["seed"]): r
+                  for r in json.loads(args.reuse.read_text())["runs"]
+                  if r["sampler"] in PEERS and r["error"] is None and len(r["values"]) >= budgets[-1]}
+        runs = [stored[t[:4]] for t in tasks if t[:4] in stored]
+        tasks = [t for t in tasks if t[:4] not in stored]
+        print(f"reusing {len(runs)} peer runs from {args.reuse}")
     print(f"{len(problems)} problems x batches {args.batches} x {seeds} seeds x {args.samplers}: "
           f"{len(tasks)} runs of {budgets[-1]} evaluations on {args.workers} workers", flush=True)
     t0 = time.perf_counter()
-    runs: list[dict[str, Any]] = []
     pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker)
     try:
         for i, record in enumerate(pool.imap_unordered(run_task, tasks), 1):

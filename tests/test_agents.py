@@ -164,7 +164,8 @@ def test_registry_maps_names_and_names_the_valid_ones_for_an_unknown(toy_study):
     text = str(err.value)
     assert "genetic" in text and "listed twice" in text and "fixed role" in text
     agents = build_agents(toy_study)
-    assert list(agents) == ["director", "critic", "bayesian", "explorer", "architect", "recovery", "supervisor"]
+    assert list(agents) == ["director", "critic", "bayesian", "surrogate", "explorer", "architect", "recovery",
+                            "supervisor"]
     assert all(a.name == n for n, a in agents.items())
 
 
@@ -286,6 +287,30 @@ def test_bayesian_gp_sampler_and_empty_history(toy_study):
     props = BayesianProposer(study).propose(context(study, make_results(study, 6), quota=2))
     assert len(props) == 2 and "GP" in props[0].rationale
     assert_valid_proposals(study, props)
+
+
+# ------------------------------------------------------------------ surrogate
+
+
+def test_surrogate_maximises_the_world_model_and_spreads_its_batch(toy_study):
+    from arc_ray.agents.surrogate import MIN_OBSERVATIONS, SurrogateProposer
+
+    assert SurrogateProposer(toy_study).propose(context(toy_study, make_results(toy_study, MIN_OBSERVATIONS - 1),
+                                                        quota=3)) == []
+    results = make_results(toy_study, 30, seed=1)
+    ctx = context(toy_study, results, quota=4)
+    props = SurrogateProposer(toy_study).propose(ctx)
+    assert len(props) == 4 and all("EI" in p.rationale and "local penalisation" in p.rationale for p in props)
+    assert_valid_proposals(toy_study, props)
+    view = ctx.history()
+    axes = view.axes(toy_study.proposers.exclude)
+    pts = np.array([view.unit(flatten_config(p.changes))[axes] for p in props])
+    for i in range(len(pts)):  # no two picks on the same spot
+        assert nearest_distance(pts[i:i + 1], np.delete(pts, i, axis=0)).min() > 1e-6
+    base = flatten_config(toy_study.baseline)
+    got = np.mean([toy_objective(unflatten_config({**base, **flatten_config(p.changes)}))["score"] for p in props])
+    rand = np.mean([r.metrics["score"] for r in make_results(toy_study, 200, seed=9)])
+    assert got > rand
 
 
 # ------------------------------------------------------------------ explorer

@@ -157,3 +157,22 @@ def test_a_cycle_timeout_shorter_than_an_objective_records_timeouts(ray_session,
     finally:
         release.set()
         orch.shutdown(kill_actors=True)
+
+
+def test_a_bare_number_is_the_study_metric_and_the_config_holds_the_study_keys(toy_study):
+    seen = []
+
+    def objective(config):
+        seen.append(dict(config))
+        return 1 - (config["x"] - 0.3) ** 2  # a float, as Optuna objectives return
+
+    ex = InProcessExecutor(toy_study, trainable=objective)
+    try:
+        ex.submit_job(_decision("f", 0.3), 1)
+        wait_for(ex, ["f"], timeout=30)
+        r = ex.collect_results("f")
+    finally:
+        ex.shutdown()
+    assert r.status == JobStatus.COMPLETED and r.metric(toy_study.metric) == pytest.approx(1.0)
+    assert "experiment_id" not in seen[0] and seen[0]["x"] == 0.3
+    assert r.config["experiment_id"] == "f"  # the history still knows which trial it was

@@ -142,3 +142,17 @@ def test_a_cheap_objective_runs_without_ray(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["12", "False"]
+
+
+def _broken_objective(config):
+    raise KeyError("lr")  # a bug in the objective: every trial fails the same way
+
+
+def test_a_broken_objective_stops_after_one_cycle_with_its_error(tmp_path):
+    from arc_ray.orchestrator import Orchestrator
+
+    study = make_study(_broken_objective, {"x": {"type": "float", "low": -1.0, "high": 1.0}}, "score",
+                       executor="inprocess", storage=tmp_path, budget={"max_trials": 40, "trials_per_cycle": 4})
+    report = Orchestrator(study, in_driver=True).run()
+    assert report.stop_reason.value == "all_failed" and report.n_trials == 4
+    assert "KeyError" in report.stop_message and "'lr'" in report.stop_message

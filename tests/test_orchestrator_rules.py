@@ -10,7 +10,8 @@ from arc_ray.orchestrator import (
     check_stop,
     recover_cycles_without_improvement,
 )
-from arc_ray.records import HistorySummary, JobStatus
+from arc_ray.records import ErrorClass, HistorySummary, JobStatus, TrialResult
+from arc_ray.stopping import check_cycle_failures
 from test_report import seed_history
 
 
@@ -54,7 +55,12 @@ def test_recover_cycles_without_improvement(toy_study):
     assert n == 3
     flat = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.5), ("recover", 0.5))
     assert recover_cycles_without_improvement(toy_study, flat) == 3
-    assert check_stop(toy_study, summary(toy_study, best_value=0.5), flat)[0] == StopReason.NO_IMPROVEMENT
+    # the rule only stops a run that opted into early stopping: otherwise the budget is spent
+    assert check_stop(toy_study, summary(toy_study, best_value=0.5), flat) is None
+    early = toy_study.model_copy(update={"budget": toy_study.budget.model_copy(
+        update={"stop_on_no_improvement": True})})
+    stop = check_stop(early, summary(early, best_value=0.5), flat)
+    assert stop[0] == StopReason.NO_IMPROVEMENT and "early stopping" in stop[1]
     improved = rows(("explore", 0.5), ("recover", 0.5), ("recover", 0.6), ("recover", 0.6))
     assert recover_cycles_without_improvement(toy_study, improved) == 1
     broken = rows(("recover", 0.5), ("recover", 0.5), ("exploit", 0.5), ("recover", 0.5))
@@ -93,3 +99,19 @@ def test_stopping_names_stay_importable_from_the_orchestrator():
     assert orchestrator.check_stop is stopping.check_stop
     assert orchestrator.RunReport is records.RunReport and orchestrator.CycleEvent is records.CycleEvent
     assert orchestrator.StopReason is records.StopReason
+
+
+def _failed(eid, error_class=ErrorClass.CRASH, message="KeyError: 'lr'"):
+    return TrialResult(experiment_id=eid, cycle_id=1, status=JobStatus.FAILED, error_class=error_class,
+                       error_message=message)
+
+
+def test_a_cycle_whose_trials_all_crash_the_same_way_stops_the_run():
+    stop = check_cycle_failures([_failed("a"), _failed("b"), _failed("c")])
+    assert stop[0] == StopReason.ALL_FAILED and "KeyError: 'lr'" in stop[1] and "all 3 trials" in stop[1]
+    # different errors, one success, a single trial, or failures that depend on the config: go on
+    assert check_cycle_failures([_failed("a"), _failed("b", message="ValueError: x")]) is None
+    ok = TrialResult(experiment_id="c", cycle_id=1, status=JobStatus.COMPLETED, metrics={"score": 1.0})
+    assert check_cycle_failures([_failed("a"), ok]) is None
+    assert check_cycle_failures([_failed("a")]) is None
+    assert check_cycle_failures([_failed("a", ErrorClass.OOM, "oom"), _failed("b", ErrorClass.OOM, "oom")]) is None

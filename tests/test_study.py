@@ -227,3 +227,15 @@ def test_proposers_exclude_nothing_by_default(tmp_path):
                                    "baseline": {"x": 0.0}, "storage": str(tmp_path),
                                    "search_space": {"x": {"type": "float", "low": -1, "high": 1}}})
     assert study.proposers.exclude == [] and study.sign == 1.0
+
+
+@pytest.mark.parametrize("budget,proposers,expected", [({}, {}, 6), ({"trials_per_cycle": 8}, {}, 12),
+                                                       ({"trials_per_cycle": 5}, {}, 8),
+                                                       ({"trials_per_cycle": 8}, {"proposals_per_cycle": 9}, 9)])
+def test_proposals_per_cycle_follows_the_batch_unless_set(tmp_path, budget, proposers, expected):
+    study = StudyConfig.from_dict({"name": "s", "trainable": "trainables.toy:objective", "metric": "score",
+                                   "baseline": {"x": 0.0}, "storage": str(tmp_path), "budget": budget,
+                                   "proposers": proposers,
+                                   "search_space": {"x": {"type": "float", "low": -1, "high": 1}}})
+    assert study.proposers.proposals_per_cycle == expected
+    assert study.budget.stop_on_no_improvement is False  # the budget asked for is spent unless opted out

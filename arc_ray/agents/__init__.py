@@ -22,6 +22,7 @@ from arc_ray.agents.recovery import RecoveryProposer
 from arc_ray.agents.registry import proposer_class, proposer_names, register_proposer
 from arc_ray.agents.roster import agent_classes, build_agents, build_roster
 from arc_ray.agents.supervisor import Supervisor
+from arc_ray.agents.surrogate import SurrogateProposer
 from arc_ray.agents.voting import Ballot, Tally, tally
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Proposer",
     "RecoveryProposer",
     "Supervisor",
+    "SurrogateProposer",
     "Tally",
     "agent_classes",
     "build_agents",

@@ -19,11 +19,15 @@ logger = logging.getLogger(__name__)
 
 # How each mode shares the proposals among the built-in proposers (renormalised over the
 # enabled ones). Explore leans on space filling; exploit on the model-based optimiser;
-# recover on the recovery proposer, which only works in that mode.
+# recover on the recovery proposer, which only works in that mode. The surrogate (the
+# world model's own acquisition) shares the model-based part with the Bayesian proposer.
 MODE_MIX: dict[StrategyMode, dict[str, float]] = {
-    StrategyMode.EXPLORE: {"bayesian": 0.5, "explorer": 0.3, "architect": 0.2, "recovery": 0.0},
-    StrategyMode.EXPLOIT: {"bayesian": 0.7, "explorer": 0.1, "architect": 0.2, "recovery": 0.0},
-    StrategyMode.RECOVER: {"bayesian": 0.3, "explorer": 0.2, "architect": 0.0, "recovery": 0.5},
+    StrategyMode.EXPLORE: {"bayesian": 0.35, "surrogate": 0.3, "explorer": 0.2, "architect": 0.15,
+                           "recovery": 0.0},
+    StrategyMode.EXPLOIT: {"bayesian": 0.35, "surrogate": 0.45, "explorer": 0.05, "architect": 0.15,
+                           "recovery": 0.0},
+    StrategyMode.RECOVER: {"bayesian": 0.2, "surrogate": 0.2, "explorer": 0.1, "architect": 0.0,
+                           "recovery": 0.5},
 }
 _OTHER_WEIGHT = 0.2  # share weight of a registered proposer the table above does not name
 

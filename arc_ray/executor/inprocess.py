@@ -5,7 +5,8 @@ costs about a second of scheduling. :class:`InProcessExecutor` implements the sa
 :class:`~arc_ray.executor.base.Executor` contract as
 :class:`~arc_ray.executor.TrainingExecutor` but calls the study's ``trainable`` — a plain function of the nested config returning a
 mapping of metric name to number — one trial at a time in a background thread of the
-driver. The orchestrator picks it when the study says ``executor: inprocess``.
+driver; it may also return a bare number, the study metric. The function receives the
+study's keys only. The orchestrator picks it when the study says ``executor: inprocess``.
 
 A trial fails when the function raises (``TrainingOutOfMemoryError``/``MemoryError`` →
 ``oom``, ``TrainingDivergedError``/``FloatingPointError`` → ``diverged``,
@@ -120,9 +121,14 @@ class InProcessExecutor(Executor):
         t0 = time.perf_counter()
         status, metrics, err_class, err_msg = JobStatus.COMPLETED, {}, None, None
         try:
-            out = self.objective(dict(job.config))
+            # the objective sees the study's keys only: the experiment id is the executor's
+            config = {k: v for k, v in job.config.items() if k != "experiment_id" or k in self.study.baseline}
+            out = self.objective(config)
+            if isinstance(out, (int, float)) and not isinstance(out, bool):
+                out = {self.study.metric: out}  # a bare number is the study metric, as in Optuna
             if not isinstance(out, Mapping):
-                raise TrainingExecutionError(f"the objective returned {type(out).__name__}, not a mapping of metrics")
+                raise TrainingExecutionError(f"the objective returned {type(out).__name__}, not a mapping "
+                                             "of metrics or a number")
             metrics = {k: float(v) for k, v in out.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             problem = missing_metric(out, out, self.study.metric)

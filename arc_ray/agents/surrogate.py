@@ -1,0 +1,122 @@
+"""The surrogate proposer: maximises the world model's expected improvement over the whole space.
+
+The critic only re-ranks what other proposers sampled; on smooth responses a GP's own
+acquisition, maximised, finds the optimum far sooner (Optuna's GPSampler beat the
+collective there by orders of magnitude in ``bench_search``). This proposer fits the
+world model (Matern-5/2 ARD GP with a failure estimate) on the history, scores a pool of
+candidates — scrambled Sobol points over the searched parameters, and Gaussian moves
+around the best trials (a trust region: small and larger steps) — by expected
+improvement times the chance the trial does not fail, and picks the batch greedily with
+local penalisation: after each pick, candidates near it lose acquisition, so a batch
+spreads over several promising spots instead of piling onto one (no refit needed, unlike
+a Kriging believer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.stats import norm, qmc
+
+from arc_ray.agents.base import AgentContext, Proposer, describe_config, world_model_for
+from arc_ray.agents.registry import register_proposer
+from arc_ray.historian.schema import EXPERIMENT_ID
+from arc_ray.records import Proposal, ProposalType
+
+if TYPE_CHECKING:
+    from arc_ray.world_model import WorldModel
+
+logger = logging.getLogger(__name__)
+
+SOBOL_CANDIDATES = 256  # space-wide candidates per cycle (a power of two)
+LOCAL_CANDIDATES = 32  # moves around each of the best trials, per step size
+LOCAL_STEPS = (0.03, 0.1, 0.25)  # trust-region step sizes, in unit-cube units per axis
+LOCAL_CENTRES = 4  # best completed trials moved around
+PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
+MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and one per searched axis)
+FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
+REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle while small)
+
+
+@register_proposer("surrogate")
+class SurrogateProposer(Proposer):
+    """Proposals that maximise the world model's expected improvement (see the module).
+
+    Proposes nothing until :data:`MIN_OBSERVATIONS` trials, and one more than the searched
+    parameters, completed (a GP's rule of thumb); abstains from the
+    vote (the critic already scores every proposal with the same model).
+    """
+
+    name = "surrogate"
+    proposal_type = ProposalType.HYPERPARAMETER_TUNING
+
+    def __init__(self, study, name: str | None = None) -> None:
+        super().__init__(study, name)
+        self._model: WorldModel | None = None
+        self._fitted_on: tuple[int, str | None] = (0, None)
+
+    def _world_model(self, ctx: AgentContext) -> "WorldModel":
+        t = ctx.trials
+        n = t.num_rows
+        first = str(t.column(EXPERIMENT_ID)[0]) if n and EXPERIMENT_ID in t.column_names else None
+        rows, was_first = self._fitted_on
+        if self._model is None or first != was_first or n < rows or n - rows >= max(1.0, REFIT_GROWTH * rows):
+            self._model = world_model_for(ctx, seed=self.study.seed, max_fit_size=FIT_SIZE,
+                                          n_restarts=0 if n > 100 else 2)
+            self._fitted_on = (n, first)
+        return self._model
+
+    def propose(self, ctx: AgentContext) -> list[Proposal]:
+        n, names = ctx.quota, self.searched(ctx)
+        view = ctx.history()
+        if n <= 0 or not names or view.n_completed < max(MIN_OBSERVATIONS, len(names) + 1):
+            return []
+        wm = self._world_model(ctx)
+        if wm.is_prior:
+            return []
+        axes = view.axes(self.study.proposers.exclude)
+        space = self.study.search_space
+        rng = np.random.default_rng(self.study.seed * 1_000_003 + ctx.cycle_id)
+        sobol = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31)))
+        raw = [sobol.random_base2(int(math.log2(SOBOL_CANDIDATES)))]
+        for i in view.top_indices(0.0, minimum=LOCAL_CENTRES):
+            for step in LOCAL_STEPS:
+                raw.append(np.clip(view.X[i, axes] + rng.normal(0.0, step, (LOCAL_CANDIDATES, len(axes))), 0, 1))
+        units = np.vstack(raw)
+        flats = [{name: space[name].from_unit(float(u)) for name, u in zip(names, row)} for row in units]
+        configs = [{**view.baseline_flat, **f} for f in flats]
+        # snapped to the values the configs really take (ints, choices), for distances
+        points = np.array([view.unit(c)[axes] for c in configs])
+        preds = wm.predict(configs)  # one encoding of the candidates for mean, std and risk
+        mean = np.array([p.mean for p in preds])
+        std = np.maximum(np.array([p.std for p in preds]), 1e-12)
+        risk = np.array([p.failure_probability or 0.0 for p in preds])
+        best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
+        imp = self.study.sign * (mean - best)  # expected improvement over the current best
+        ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
+        acq = ei * (1.0 - risk)
+        run = view.X[:, axes]
+        chosen, proposals = [], []
+        for _ in range(4 * n):
+            if len(proposals) >= n or not np.isfinite(acq).any() or acq.max() <= 0:
+                break
+            j = int(np.argmax(acq))
+            d = np.sqrt(np.mean((points - points[j]) ** 2, axis=1))
+            acq = acq * (1.0 - np.exp(-0.5 * (d / PENALTY_RADIUS) ** 2))
+            acq[j] = -np.inf
+            if len(run) and np.sqrt(np.mean((run - points[j]) ** 2, axis=1)).min() < 1e-9:
+                continue  # a config already run: the model's optimum sits on a known point
+            flat, notes = self.admissible(flats[j], ctx)
+            if flat is None:
+                continue
+            chosen.append(j)
+            k = len(proposals) + 1
+            rationale = (f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
+                         f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
+                         f"best of {len(units)} candidates (Sobol and moves around the best trials): "
+                         f"{describe_config(flat)}" + (f"; moved {', '.join(notes)}" if notes else ""))
+            proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
+        return proposals
