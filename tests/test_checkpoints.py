@@ -104,6 +104,9 @@ def test_top_k_pruning_under_a_killed_driver(ray_session, tmp_path):
                 for d in run.iterdir() if d.is_dir() and list(d.glob("checkpoint_*"))}
 
     orch = Orchestrator(study)
+    # the killed driver below runs this study while this orchestrator lives: it lends it the
+    # lease, as in tests/test_resume.py (the lease itself: tests/test_drivers.py, test_lease.py)
+    orch.lease.release()
     try:
         first = orch.run_autonomous_cycle()
         assert all(r.status == JobStatus.COMPLETED for r in first.results) and len(first.results) == 3
