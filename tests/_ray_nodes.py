@@ -214,3 +214,10 @@ def start_node(*, head: bool, temp_dir: str, address: str | None = None,
     logger.info("started Ray %s node at %s (pgid %d)", "head" if head else "worker",
                 address, node.pgid)
     return node
+
+
+def read_events(path: Path) -> list[dict]:
+    """The JSON lines a trainable appended to its events file (none yet: ``[]``)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

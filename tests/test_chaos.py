@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _ray_nodes import start_node
+from _ray_nodes import read_events, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 ARC = str(Path(sys.executable).with_name("arc"))
@@ -67,12 +67,6 @@ KILL_HISTORIAN = textwrap.dedent("""
     except ValueError:
         print("absent")
 """)
-
-
-def _events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.ray
@@ -179,7 +173,7 @@ def test_a_study_survives_random_kills_of_nodes_driver_and_historian(tmp_path):
     assert len(ids) == len(set(ids)) == CYCLES * PER_CYCLE
 
     ends: dict[str, int] = {}
-    for e in _events(events_file):
+    for e in read_events(events_file):
         if e["event"] == "end":
             ends[e["experiment_id"]] = ends.get(e["experiment_id"], 0) + 1
     assert all(n == 1 for n in ends.values()), {k: n for k, n in ends.items() if n > 1}

@@ -13,7 +13,6 @@ file; the test maps each pid to a node by its process group while the run is ali
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _ray_nodes import start_node
+from _ray_nodes import read_events, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 ARC = str(Path(sys.executable).with_name("arc"))
@@ -47,12 +46,6 @@ STUDY = {
     "budget": {"max_cycles": 1, "trials_per_cycle": 2},
     "proposers": {"proposals_per_cycle": 3},
 }
-
-
-def _events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.ray
@@ -85,7 +78,7 @@ def test_killing_the_worker_node_mid_trial_retries_it_and_the_cycle_completes(tm
 
         def observe() -> list[dict]:
             """Read the events; note the node of every run whose process is alive now."""
-            evs = _events(events_file)
+            evs = read_events(events_file)
             head_pids, worker_pids = set(head.pids()), set(worker.pids()) if worker.alive() else set()
             for e in evs:
                 if e["pid"] not in node_of_pid:
