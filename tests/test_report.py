@@ -218,8 +218,9 @@ def test_report_draws_the_slot_timeline_when_trials_have_times(toy_study, tmp_pa
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_metric_less_history_runs_reports_and_counts_as_failures(ray_session, tmp_path):
-    """Every trial reports only a misnamed metric: `arc run` ends normally, `arc report`
-    and `arc status` work, and the trials are no_metric failures the director sees."""
+    """Every trial reports only a misnamed metric: `arc run` stops after one cycle with a
+    reason that names the error, `arc report` and `arc status` work, and the trials are
+    no_metric failures the director sees."""
     import io
 
     from arc_ray.cli import main
@@ -256,5 +257,10 @@ proposers: {{enabled: [explorer], proposals_per_cycle: 2}}
     assert all(t.get("metric.scor") is not None for t in trials)  # what it did report is kept
     s = h.summary()
     assert s.n_failed == len(trials) and s.best_value is None
-    modes = [r["mode"] for r in h.cycles_table().to_pylist()]
-    assert modes[-1] == "recover", modes  # the director treats them as failures
+    # one error from every trial is a broken objective: the run stops after the first cycle
+    # and says why, rather than spending the second cycle on it
+    assert "stopped: all 2 trials of cycle 1 failed with the same error (no_metric)" in text, text
+    assert [r["mode"] for r in h.cycles_table().to_pylist()] == ["explore"]
+    from arc_ray.agents.director import Director
+    from arc_ray.records import StrategyMode
+    assert Director(h.study).plan(s).mode == StrategyMode.RECOVER  # the director sees failures
