@@ -35,18 +35,8 @@ from arc_ray.actors import in_driver_agents, ray_initialized, start_actors
 from arc_ray.cluster import connect
 from arc_ray.feasibility import check_cluster_fits, cluster_started_here, cluster_totals, veto_unrunnable
 from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
-from arc_ray.records import (
-    CycleEvent,
-    CycleReport,
-    count_outcomes,
-    count_statuses,
-    Decision,
-    HistorySummary,
-    JobStatus,
-    RunReport,
-    StopReason,
-    TrialResult,
-)
+from arc_ray.records import (CycleEvent, CycleReport, Decision, HistorySummary, JobStatus, RunReport, StopReason,
+                             TrialResult, count_outcomes, count_statuses)
 from arc_ray.stopping import check_cycle_failures, check_stop, recover_cycles_without_improvement
 from arc_ray.storage import atomic_write_text, read_text
 
@@ -330,15 +320,8 @@ class Orchestrator:
 
     def _resume(self, cycle_id: int, wait: bool, timeout: float | None) -> CycleReport:
         t0 = time.perf_counter()
-        decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
         integrated = self._get(self.historian.integrated_ids.remote())
-        if not self.offline_mode:  # a decision that can no longer run must not block the study
-            totals = cluster_totals() if cluster_started_here() else None
-            vetoed = veto_unrunnable([d for d in decisions if d.outcome.runs() and d.experiment_id not in integrated],
-                                     self.study, totals)
-            if vetoed:
-                self._get(self.historian.supersede_decisions.remote(vetoed))
-                decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
+        decisions = self._revalidated_decisions(cycle_id, integrated)
         runnable = [d for d in decisions if d.outcome.runs()]
         missing = [d for d in runnable if d.experiment_id not in integrated]
         done_before = {d.experiment_id for d in runnable} - {d.experiment_id for d in missing}
@@ -362,6 +345,21 @@ class Orchestrator:
         if not wait:
             return report
         return self._finish(report, [d.experiment_id for d in missing], done_before, t0, timeout)
+
+    def _revalidated_decisions(self, cycle_id: int, integrated: set[str]) -> list[Decision]:
+        """A pending cycle's (or rolling round's) decisions, each one that can no longer run
+        (resources the cluster lacks, a config outside the edited space) superseded by a
+        logged veto with its reason, so that a resumed study is never stuck on it."""
+        decisions = self._get(self.historian.decisions_for_cycle.remote(cycle_id))
+        if self.offline_mode:
+            return decisions
+        totals = cluster_totals() if cluster_started_here() else None
+        vetoed = veto_unrunnable([d for d in decisions if d.outcome.runs() and d.experiment_id not in integrated],
+                                 self.study, totals)
+        if not vetoed:
+            return decisions
+        self._get(self.historian.supersede_decisions.remote(vetoed))
+        return self._get(self.historian.decisions_for_cycle.remote(cycle_id))
 
     def _finish(self, report: CycleReport, ids: list[str], done_before: set[str], t0: float,
                 timeout: float | None) -> CycleReport:

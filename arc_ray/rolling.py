@@ -22,7 +22,9 @@ decides a small *round* for just those slots while the other trials run on:
   rule counts ``trials_per_cycle`` recover rounds as one recover cycle.
 
 **Resume** is the batch one, for several rounds at once: every round whose decisions
-are logged but that has no ``cycles`` row is pending; the executor restores each
+are logged but that has no ``cycles`` row is pending; its decisions that can no longer
+run (resources the cluster lacks, a config outside an edited space) are vetoed with
+their reason, as in a batch resume; the executor restores each
 (finished trials are read back, not rerun; those never started are submitted), the
 results the history lacks are stored, and no pending round is decided again.
 
@@ -307,7 +309,7 @@ class RollingLoop:
         integrated = self._get(orch.historian.integrated_ids.remote())
         orch._note_history(self._get(orch.historian.summary.remote()))
         for cid in pending:
-            decisions = self._get(orch.historian.decisions_for_cycle.remote(cid))
+            decisions = orch._revalidated_decisions(cid, integrated)
             runnable = [d for d in decisions if d.outcome.runs()]
             missing = [d for d in runnable if d.experiment_id not in integrated]
             orch._emit(cid, "resuming", {"total": len(runnable), "done": len(runnable) - len(missing)},

@@ -67,6 +67,23 @@ def utilisation(spans: list[tuple[float, float]], t_first: float, t_last: float)
     return busy / (SLOTS * (t_last - t_first))
 
 
+def idle_parts(spans: list[tuple[float, float]], t_first: float, t_last: float) -> dict[str, float]:
+    """Idle slot-seconds as shares of slots × wall: before the first trial starts
+    (``start``), between the first and the last trial start (``between``: what the
+    scheduling controls) and after the last start (``tail``: nothing left to run)."""
+    first_start, last_start = min(s for s, _ in spans), max(s for s, _ in spans)
+    edges = sorted({t_first, t_last, first_start, last_start, *(x for sp in spans for x in sp)})
+    parts = {"start": 0.0, "between": 0.0, "tail": 0.0}
+    for a, b in zip(edges, edges[1:]):
+        if b <= t_first or a >= t_last:
+            continue
+        mid = (a + b) / 2
+        running = sum(1 for s, e in spans if s <= mid < e)
+        key = "start" if mid < first_start else "tail" if mid >= last_start else "between"
+        parts[key] += max(SLOTS - running, 0) * (b - a)
+    return {k: v / (SLOTS * (t_last - t_first)) for k, v in parts.items()}
+
+
 # ------------------------------------------------------------------ the methods
 
 
@@ -108,6 +125,7 @@ def run_arc(scheduling: str, trials: int, root: Path, rep: int, figures: Path | 
     spans = [(r["metric.t_start"], r["metric.t_end"]) for r in rows if r.get("metric.t_end") is not None]
     wall = marks["last_result"] - marks["first_submit"]
     return {"util": utilisation(spans, marks["first_submit"], marks["last_result"]), "wall": wall,
+            "idle": idle_parts(spans, marks["first_submit"], marks["last_result"]),
             "work": sum(e - s for s, e in spans), "n": len(spans), "rounds": rounds,
             "overhead": statistics.median(decide) if decide else float("nan"), "wall_total": wall_total,
             "stop": report.stop_reason.value}
@@ -129,7 +147,8 @@ def run_tune(trials: int, root: Path, rep: int) -> dict[str, Any]:
     grid = tuner.fit()
     t1 = time.time()
     spans = [(r.metrics["t_start"], r.metrics["t_end"]) for r in grid if r.metrics and "t_end" in r.metrics]
-    return {"util": utilisation(spans, t0, t1), "wall": t1 - t0, "work": sum(e - s for s, e in spans),
+    return {"util": utilisation(spans, t0, t1), "idle": idle_parts(spans, t0, t1), "wall": t1 - t0,
+            "work": sum(e - s for s, e in spans),
             "n": len(spans), "rounds": 0, "overhead": float("nan"), "wall_total": t1 - t0, "stop": "done"}
 
 
@@ -159,7 +178,8 @@ def main() -> None:
                 runs[name].append(out)
                 print(f"rep {rep} {name:18s} util={out['util']:.3f} wall={out['wall']:6.1f}s "
                       f"work={out['work']:6.1f}s trials={out['n']} rounds={out['rounds']} "
-                      f"decision/round={out['overhead']:.3f}s stop={out['stop']}", flush=True)
+                      f"decision/round={out['overhead']:.3f}s stop={out['stop']} idle: "
+                      + " ".join(f"{k}={v:.3f}" for k, v in out["idle"].items()), flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)

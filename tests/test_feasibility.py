@@ -84,10 +84,13 @@ def _decision(study: StudyConfig, eid: str, **update) -> Decision:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_pending_cycle_that_can_no_longer_run_is_vetoed_on_resume(ray_session, tmp_path):
+@pytest.mark.parametrize("scheduling", ["batch", "rolling"])
+def test_a_pending_cycle_that_can_no_longer_run_is_vetoed_on_resume(ray_session, tmp_path, scheduling):
+    """Batch: `arc cycle` resumes the pending cycle; rolling: the rolling loop resumes the
+    pending round. Either way the decisions that cannot run are vetoed with their reason."""
     from arc_ray.orchestrator import Orchestrator
 
-    study = StudyConfig.from_yaml(write_study(tmp_path))
+    study = StudyConfig.from_yaml(write_study(tmp_path)).model_copy(update={"scheduling": scheduling})
     Historian(study).log_decisions([
         _decision(study, "ok"),
         _decision(study, "too_many_gpus", resources=Resources(cpu=1, gpu=8)),
@@ -96,7 +99,12 @@ def test_a_pending_cycle_that_can_no_longer_run_is_vetoed_on_resume(ray_session,
     orch = Orchestrator(study)
     try:
         assert orch.pending_cycle() == 1
-        report = orch.run_autonomous_cycle()
+        if scheduling == "batch":
+            report = orch.run_autonomous_cycle()
+        else:
+            run = orch.run(max_cycles=1)
+            assert run.stop_reason.value == "max_cycles" and len(run.cycles) == 1, run
+            report = run.cycles[0]
     finally:
         orch.shutdown(kill_actors=True)
     assert report.resumed and report.cycle_id == 1
