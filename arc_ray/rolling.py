@@ -127,7 +127,8 @@ class RollingLoop:
             trial ends, a waiting one starts at once and the next round is decided while
             the slots stay busy. How many wait is sized to what the agents' decision
             time needs: decision seconds × trials ending per second (median decision of
-            the last rounds, mean trial length of this run), at least 1. A waiting
+            the last rounds, mean trial length of this run), plus one for ends that
+            come close together, at least 1. A waiting
             experiment was decided without the results that arrived while it waited.
 
     ``max_cycles`` of :meth:`run` counts decision rounds (pending rounds finished on
@@ -164,6 +165,8 @@ class RollingLoop:
             the run's report; ``cycles`` holds one report per round, in the order they ended.
         """
         t0 = time.perf_counter()
+        if not self.orch.offline_mode:
+            self.orch.executor.warm_up()  # Tune starts while the first round is decided
         started = self._resume_pending()
         stop: tuple[StopReason, str] | None = None
         while True:
@@ -196,7 +199,8 @@ class RollingLoop:
             return min(self.max_ahead, 1)
         decide = statistics.median(self.decision_times[-5:])
         per_second = self.slots / max(statistics.fmean(self.trial_seconds[-20:]), 1e-3)
-        return max(1, min(self.max_ahead, math.ceil(decide * per_second)))
+        # one more than the trials expected to end during a decision: ends come in bursts
+        return max(1, min(self.max_ahead, math.ceil(decide * per_second) + 1))
 
     def _stop_now(self) -> tuple[StopReason, str] | None:
         """The stop rules, with the trials in flight counted against ``budget.max_trials``."""

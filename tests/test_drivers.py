@@ -109,3 +109,52 @@ def test_sigterm_leaves_trials_to_resume_exit_143(ray_session, study_file, tmp_p
     assert re.search(r"cycle 1: resuming", (tmp_path / "second.log").read_text())
     trials = assert_each_experiment_once(tmp_path / "history" / "resume_toy")
     assert trials and all(r["status"] == "COMPLETED" for r in trials), trials
+
+
+@pytest.mark.timeout(600)
+def test_ray_job_stop_of_arc_cycle_leaves_its_trials_to_resume(study_file, tmp_path):
+    """`ray job submit -- arc cycle`, then `ray job stop` while its trials run: Ray's job
+    supervisor sends SIGTERM to the driver (then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S).
+    No trial is recorded cancelled or failed, and the next `arc cycle` resumes the cycle."""
+    import tempfile
+
+    from _ray_nodes import start_node
+
+    head = start_node(head=True, temp_dir=tempfile.mkdtemp(prefix="arcjs", dir="/tmp"), num_cpus=2,
+                      dashboard=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT))
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+
+    def job(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([ray_bin, "job", *argv, "--address", head.dashboard_url], env=env,
+                              capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+    try:
+        entry = f"cd {ROOT} && exec {sys.executable} -m arc_ray.cli cycle {study_file}"
+        submitted = job("submit", "--no-wait", "--submission-id", "arc-stop-test", "--", "bash", "-c", entry)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        deadline = time.monotonic() + 240
+        while not re.search(RUNNING, logs := job("logs", "arc-stop-test").stdout):
+            status = job("status", "arc-stop-test").stdout
+            if time.monotonic() > deadline or re.search(r"FAILED|SUCCEEDED|STOPPED", status):
+                pytest.fail(f"the job never ran trials: {status}\n{logs[-3000:]}")
+            time.sleep(0.5)
+        stopped = job("stop", "arc-stop-test")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "STOPPED" in job("status", "arc-stop-test").stdout
+        logs = job("logs", "arc-stop-test").stdout
+        # The driver stops within the supervisor's grace period, or is SIGKILLed: either way
+        # it must not have recorded its trials as ended.
+        s = SimpleNamespace(study_dir=str(tmp_path / "history" / "resume_toy"))
+        assert rows(s, "cycles") == [], "the stopped cycle was logged as done"
+        assert all(r["status"] == "COMPLETED" for r in rows(s, "trials")), rows(s, "trials")
+        assert "Traceback" not in logs, logs[-3000:]
+
+        again = arc(["cycle", str(study_file)], tmp_path / "again.log", head.address)
+        assert again.wait(timeout=300) == 0, (tmp_path / "again.log").read_text()[-3000:]
+        assert "cycle 1: resuming" in (tmp_path / "again.log").read_text()
+        trials = assert_each_experiment_once(s.study_dir)
+        assert trials and all(r["status"] == "COMPLETED" for r in trials), trials
+    finally:
+        head.stop()

@@ -210,6 +210,12 @@ class Executor(abc.ABC):
 
     # ---------------------------------------------------------------- shared
 
+    def warm_up(self) -> None:
+        """Start, in the background, what the first submission would otherwise wait for
+        (the Tune executor's long-lived stream experiment), so that the first trials
+        start as soon as they are decided. Optional: the default does nothing; idempotent.
+        The rolling loop calls it before it decides its first round."""
+
     def submit_job(self, decision: Decision, cycle_id: int) -> Job:
         """Submit one decision; see :meth:`submit_batch`."""
         return self.submit_batch([decision], cycle_id)[0]

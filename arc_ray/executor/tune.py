@@ -224,20 +224,36 @@ class TrainingExecutor(Executor):
         register_run(run)
         return run
 
+    def warm_up(self) -> None:
+        """Streaming only: start the stream experiment now, with an empty queue, so that
+        Tune's start (seconds) overlaps the first round's decision."""
+        if self.streaming and not self._closed:
+            with self._submit_lock:
+                self._stream_run(0)
+
+    def _stream_run(self, cycle_id: int) -> TuneRun:
+        """This driver's live stream experiment, started (its Tune fit in a thread) if there
+        is none yet or its fit ended."""
+        from arc_ray.executor._tune_stream import EntryQueue, register_queue, stream_name
+
+        run = self._stream  # the caller holds _submit_lock
+        if run is not None and (run.thread is None or run.alive):
+            return run
+        name, token = stream_name(self.study.tune_dir), uuid.uuid4().hex
+        run = self._new_run(token, cycle_id, name, join_storage(self.study.tune_dir, name), {})
+        self._stream_queue = EntryQueue()
+        register_queue(token, self._stream_queue)
+        self._stream = run
+        run.store.write_json(_MANIFEST, {"token": run.token, "stream": True, "study": self.study.name,
+                                         "created_at": time.time(), "jobs": []})
+        self._start(run, self._new_tuner(run, []))
+        return run
+
     def _feed_stream(self, cycle_id: int, prepared: list[PreparedTrial]) -> None:
         """Queue the trials on this driver's stream experiment (started on first use)."""
         from arc_ray.executor._tune_jobs import JobState
-        from arc_ray.executor._tune_stream import EntryQueue, register_queue, stream_name
 
-        tuner = None
-        run = self._stream
-        if run is None or (run.thread is not None and not run.alive):  # none yet, or its fit ended
-            name, token = stream_name(self.study.tune_dir), uuid.uuid4().hex
-            run = self._new_run(token, cycle_id, name, join_storage(self.study.tune_dir, name), {})
-            self._stream_queue = EntryQueue()
-            register_queue(token, self._stream_queue)
-            self._stream = run
-            tuner = self._new_tuner(run, [])
+        run = self._stream_run(cycle_id)
         jobs = {p.experiment_id: JobState(experiment_id=p.experiment_id, cycle_id=cycle_id, config=p.config,
                                           resources=p.resources, meta=p.meta, run_name=run.name)
                 for p in prepared}
@@ -251,8 +267,6 @@ class TrainingExecutor(Executor):
         self._stream_queue.put([{"experiment_id": j.experiment_id, "config": j.config,
                                  "resources": j.resources.model_dump()} for j in jobs.values()])
         logger.info("cycle %d: %d trials queued on Tune experiment %s", cycle_id, len(jobs), run.uri)
-        if tuner is not None:
-            self._start(run, tuner)
 
     def _new_tuner(self, run: TuneRun, jobs: list[JobState]) -> Any:
         from ray import tune
