@@ -1,4 +1,5 @@
-"""Real `arc` driver processes on one study: one driver at a time, SIGTERM, takeover.
+"""Real `arc` driver processes on one study: one driver at a time, SIGTERM (also from
+`ray job stop`), takeover.
 
 Each test starts `arc run` as a separate process connected to the session's Ray (the
 toy study, Tune trials that sleep), and checks what a user would see: the exit code,
@@ -142,7 +143,7 @@ def test_ray_job_stop_of_arc_cycle_leaves_its_trials_to_resume(study_file, tmp_p
             time.sleep(0.5)
         stopped = job("stop", "arc-stop-test")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        assert "STOPPED" in job("status", "arc-stop-test").stdout
+        assert "was stopped" in job("status", "arc-stop-test").stdout
         logs = job("logs", "arc-stop-test").stdout
         # The driver stops within the supervisor's grace period, or is SIGKILLed: either way
         # it must not have recorded its trials as ended.
