@@ -45,7 +45,6 @@ storage: {storage}
 resources: {{cpu: 1, gpu: 0}}
 max_concurrent_trials: 2
 budget: {{trials_per_cycle: 3, max_trials: {max_trials}}}
-voting: {{max_approved: 3}}
 proposers: {{enabled: [bayesian, explorer], proposals_per_cycle: 3}}
 """
 
@@ -213,6 +212,44 @@ def test_rolling_run_decides_rounds_while_trials_run(ray_session, tmp_path):
     progress = [e for e in events if e.phase == "progress"]
     assert progress and all({"slots_busy", "slots_free"} <= set(e.counts) for e in progress)
     assert max(e.counts["slots_busy"] for e in progress) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rolling_asha_stopped_trial_frees_its_slot_for_a_new_round(ray_session, tmp_path):
+    """With ASHA, a trial stopped at a rung is stored as stopped early, and the loop decides
+    the next round as soon as it is stored, not when the trial would have ended."""
+    from arc_ray.orchestrator import Orchestrator
+    from arc_ray.study import StudyConfig
+
+    text = STUDY.format(name="rolling_asha", storage=tmp_path / "history", max_trials=8)
+    text = text.replace("epochs: 2,", "epochs: 6,").replace("sleep_s: 0.6", "sleep_s: 0.5")
+    text = text.replace("  epochs: {type: int, low: 1, high: 4}\n", "")
+    text += "scheduler: {grace_period: 1, reduction_factor: 2, max_t: 6}\n"
+    (tmp_path / "study.yaml").write_text(text)
+    study = StudyConfig.from_yaml(tmp_path / "study.yaml")
+    assert "epochs" not in study.search_space and study.scheduler is not None
+    events = []
+    orch = Orchestrator(study, on_event=events.append)
+    try:
+        report = orch.run()
+    finally:
+        orch.shutdown(kill_actors=True)
+    assert report.n_trials == 8
+    assert_stored_once(study)
+    trials = {r["experiment_id"]: r for r in rows(study, "trials")}
+    stopped = [eid for eid, r in trials.items() if r["stopped_early"]]
+    assert stopped, "ASHA stopped no trial"
+    assert all(trials[e]["iterations"] < 6 and trials[e]["status"] == "COMPLETED" for e in stopped), \
+        [(e, trials[e]["iterations"], trials[e]["status"]) for e in stopped]
+    # the loop's next step after storing a stopped trial is a new round (unless the budget
+    # is spent), before any other trial is stored
+    steps = [(e.phase, e.message.split(":")[0]) for e in events if e.phase in ("integrating", "submitted")]
+    for eid in stopped:
+        at = steps.index(("integrating", eid))
+        after = [phase for phase, _ in steps[at + 1:]]
+        if "submitted" in after:
+            assert after[0] == "submitted", (eid, steps[at:at + 4])
 
 
 @pytest.mark.ray

@@ -219,8 +219,9 @@ class TuneRun:
                 logger.warning("trial %s failed (no_metric): %s", job.experiment_id, problem)
                 self.finalize(job, JobStatus.FAILED, ErrorClass.NO_METRIC, problem)
 
-    def decide(self, trial: Trial, result: dict[str, Any], decision: str) -> str:
-        """The scheduler's verdict on a result, after ARC's timeout and cancellation rules."""
+    def decide(self, trial: Trial, result: dict[str, Any], decision: str, full: bool = False) -> str:
+        """The scheduler's verdict on a result, after ARC's timeout and cancellation rules
+        (``full``: the trial reached the scheduler's ``max_t``; a stop then is not early)."""
         with self.cond:
             job = self._job(trial)
             if job is None:
@@ -235,7 +236,7 @@ class TuneRun:
                 self.finalize(job, JobStatus.FAILED, ErrorClass.TIMEOUT,
                               f"exceeded trial_timeout_s={self.timeout_s:g} ({float(total):.1f} s of training)")
                 return TrialScheduler.STOP
-            if decision == TrialScheduler.STOP and not result.get("done"):
+            if decision == TrialScheduler.STOP and not result.get("done") and not full:
                 job.stopped_early = True
             return decision
 
@@ -432,7 +433,10 @@ class ArcScheduler(TrialScheduler):
         run = self._run()
         if run is None:
             return decision
-        verdict = _guard(run.decide, trial, result, decision)
+        # ASHA stops every trial at max_t, its last rung: that is a full run, not an early stop
+        max_t = getattr(self.inner, "_max_t", None)
+        full = max_t is not None and (result.get(getattr(self.inner, "_time_attr", "training_iteration")) or 0) >= max_t
+        verdict = _guard(run.decide, trial, result, decision, full)
         return verdict if verdict is not None else decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
