@@ -292,6 +292,26 @@ def test_bayesian_gp_sampler_and_empty_history(toy_study):
 # ------------------------------------------------------------------ surrogate
 
 
+def test_agents_of_one_cycle_share_one_world_model_fit(toy_study):
+    """The critic and the surrogate ask for the same model on a cycle's table: one fit,
+    the same forecasts as a fit of their own; another table or other options refit."""
+    from arc_ray.agents.base import world_model_for
+    from arc_ray.world_model import WorldModel
+
+    ctx = context(toy_study, make_results(toy_study, 20, seed=3), quota=4)
+    critic_wm = world_model_for(ctx, seed=toy_study.seed, n_restarts=2)
+    copy = ctx.model_copy(update={"quota": 2})  # what each agent receives: the same table
+    assert world_model_for(copy, seed=toy_study.seed, max_fit_size=300, n_restarts=2) is critic_wm
+    assert world_model_for(ctx, seed=toy_study.seed, n_restarts=0) is not critic_wm
+    assert world_model_for(ctx, seed=toy_study.seed, max_fit_size=10, n_restarts=2) is not critic_wm
+    other = context(toy_study, make_results(toy_study, 20, seed=3), quota=4)  # equal rows, new table
+    assert world_model_for(other, seed=toy_study.seed, n_restarts=2) is not critic_wm
+    own = WorldModel(seed=toy_study.seed, n_restarts=2, max_fit_size=300).fit(
+        ctx.trials, toy_study.search_space, toy_study.metric, toy_study.sign, baseline_config=toy_study.baseline)
+    configs = [flatten_config(r.config) for r in make_results(toy_study, 5, seed=9)]
+    np.testing.assert_allclose(own.predict_mean_std(configs), critic_wm.predict_mean_std(configs))
+
+
 def test_surrogate_maximises_the_world_model_and_spreads_its_batch(toy_study):
     from arc_ray.agents.surrogate import MIN_OBSERVATIONS, SurrogateProposer
 

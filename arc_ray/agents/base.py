@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
+import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -221,13 +223,39 @@ def risk_cap(study: StudyConfig, view: HistoryView) -> float:
     return min(1.0, max(study.supervisor.max_failure_probability, view.failure_rate() + RISK_MARGIN))
 
 
+# Fits shared by the agents of one process within a cycle: (table, study, options) → model.
+_FITTED: "collections.OrderedDict[tuple, tuple[pa.Table, WorldModel]]" = collections.OrderedDict()
+_FITTED_LOCK = threading.Lock()
+_FITTED_KEEP = 4
+
+
 def world_model_for(ctx: AgentContext, seed: int = 0, **options: Any) -> "WorldModel":
-    """A world model fitted on the context's trials (``options``: :class:`WorldModel` arguments)."""
+    """A world model fitted on the context's trials (``options``: :class:`WorldModel` arguments).
+
+    Agents that share a process (in-driver mode) and a cycle's trials table share one
+    fit: the critic and the surrogate proposer ask for the same model, and a fit is most
+    of a cheap study's decision time. Options that cannot change the fit on this table
+    (a ``max_fit_size`` above its row count) do not tell fits apart. A shared model is
+    only read (``predict``, ``expected_improvement``), never changed.
+    """
     from arc_ray.world_model import WorldModel
 
-    wm = WorldModel(seed=seed, **options)
-    return wm.fit(ctx.trials, ctx.study.search_space, ctx.study.metric, ctx.study.sign,
-                  baseline_config=ctx.study.baseline)
+    n = ctx.trials.num_rows
+    if options.get("max_fit_size", 500) >= n:
+        options = {k: v for k, v in options.items() if k != "max_fit_size"}
+    key = (id(ctx.trials), id(ctx.study), seed, tuple(sorted(options.items())))
+    with _FITTED_LOCK:
+        hit = _FITTED.get(key)
+        if hit is not None and hit[0] is ctx.trials:
+            _FITTED.move_to_end(key)
+            return hit[1]
+    wm = WorldModel(seed=seed, **options).fit(ctx.trials, ctx.study.search_space, ctx.study.metric,
+                                              ctx.study.sign, baseline_config=ctx.study.baseline)
+    with _FITTED_LOCK:  # the table is held with its model, so its id is not reused meanwhile
+        _FITTED[key] = (ctx.trials, wm)
+        while len(_FITTED) > _FITTED_KEEP:
+            _FITTED.popitem(last=False)
+    return wm
 
 
 def describe_config(flat: Mapping[str, Any], names: Sequence[str] | None = None, limit: int = 6) -> str:
