@@ -127,8 +127,9 @@ def test_ray_job_stop_of_arc_cycle_leaves_its_trials_to_resume(study_file, tmp_p
     env.update(RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT))
     ray_bin = str(Path(sys.executable).with_name("ray"))
 
-    def job(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([ray_bin, "job", *argv, "--address", head.dashboard_url], env=env,
+    def job(command: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        # --address before the arguments: after `submit ... --` it would be the entrypoint's
+        return subprocess.run([ray_bin, "job", command, "--address", head.dashboard_url, *argv], env=env,
                               capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
     try:
