@@ -35,6 +35,9 @@ SOBOL_CANDIDATES = 256  # space-wide candidates per cycle (a power of two)
 LOCAL_CANDIDATES = 32  # moves around each of the best trials, per step size
 LOCAL_STEPS = (0.03, 0.1, 0.25)  # trust-region step sizes, in unit-cube units per axis
 LOCAL_CENTRES = 4  # best completed trials moved around
+REFINE_STEPS = (0.02, 0.006, 0.002)  # then moves this fine around the best-scoring candidates
+REFINE_CENTRES = 4  # candidates refined per step
+REFINE_CANDIDATES = 24  # moves per refined candidate and step
 PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
 MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and one per searched axis)
 FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
@@ -85,18 +88,38 @@ class SurrogateProposer(Proposer):
         for i in view.top_indices(0.0, minimum=LOCAL_CENTRES):
             for step in LOCAL_STEPS:
                 raw.append(np.clip(view.X[i, axes] + rng.normal(0.0, step, (LOCAL_CANDIDATES, len(axes))), 0, 1))
-        units = np.vstack(raw)
-        flats = [{name: space[name].from_unit(float(u)) for name, u in zip(names, row)} for row in units]
-        configs = [{**view.baseline_flat, **f} for f in flats]
-        # snapped to the values the configs really take (ints, choices), for distances
-        points = np.array([view.unit(c)[axes] for c in configs])
-        preds = wm.predict(configs)  # one encoding of the candidates for mean, std and risk
-        mean = np.array([p.mean for p in preds])
-        std = np.maximum(np.array([p.std for p in preds]), 1e-12)
-        risk = np.array([p.failure_probability or 0.0 for p in preds])
         best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
-        imp = self.study.sign * (mean - best)  # expected improvement over the current best
-        ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
+
+        def score(units: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            flats = [{name: space[name].from_unit(float(u)) for name, u in zip(names, row)} for row in units]
+            configs = [{**view.baseline_flat, **f} for f in flats]
+            # snapped to the values the configs really take (ints, choices), for distances
+            points = np.array([view.unit(c)[axes] for c in configs])
+            preds = wm.predict(configs)  # one encoding of the candidates for mean, std and risk
+            mean = np.array([p.mean for p in preds])
+            std = np.maximum(np.array([p.std for p in preds]), 1e-12)
+            risk = np.array([p.failure_probability or 0.0 for p in preds])
+            imp = self.study.sign * (mean - best)  # expected improvement over the current best
+            ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
+            return flats, points, mean, std, risk, ei
+
+        units = np.vstack(raw)
+        flats, points, mean, std, risk, ei = score(units)
+        # Refine: finer and finer moves around the pool's best candidates, so the
+        # acquisition's maximum is found to a small fraction of each axis, not to the
+        # pool's spacing (what lets a GP close in on a smooth optimum).
+        for step in REFINE_STEPS:
+            acq = ei * (1.0 - risk)
+            top = np.argsort(-acq)[:REFINE_CENTRES]
+            moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, len(axes))), 0, 1)
+                               for j in top if acq[j] > 0])
+            if not len(moves):
+                break
+            more = score(moves)
+            units = np.vstack([units, moves])
+            flats = flats + more[0]
+            points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
+                (points, mean, std, risk, ei), more[1:]))
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
         chosen, proposals = [], []
@@ -116,7 +139,7 @@ class SurrogateProposer(Proposer):
             k = len(proposals) + 1
             rationale = (f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
                          f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
-                         f"best of {len(units)} candidates (Sobol and moves around the best trials): "
+                         f"best of {len(units)} candidates (Sobol, moves around the best trials, refined): "
                          f"{describe_config(flat)}" + (f"; moved {', '.join(notes)}" if notes else ""))
             proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
         return proposals
