@@ -39,7 +39,7 @@ REFINE_STEPS = (0.02, 0.006, 0.002)  # then moves this fine around the best-scor
 REFINE_CENTRES = 4  # candidates refined per step
 REFINE_CANDIDATES = 24  # moves per refined candidate and step
 PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
-MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and one per searched axis)
+MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and two per searched axis)
 FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
 REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle while small)
 
@@ -48,8 +48,9 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 class SurrogateProposer(Proposer):
     """Proposals that maximise the world model's expected improvement (see the module).
 
-    Proposes nothing until :data:`MIN_OBSERVATIONS` trials, and one more than the searched
-    parameters, completed (a GP's rule of thumb); abstains from the
+    Proposes nothing until :data:`MIN_OBSERVATIONS` trials, and two per searched
+    parameter, completed (a GP fitted on fewer in many dimensions proposed worse than
+    random in bench_search); abstains from the
     vote (the critic already scores every proposal with the same model).
     """
 
@@ -75,7 +76,7 @@ class SurrogateProposer(Proposer):
     def propose(self, ctx: AgentContext) -> list[Proposal]:
         n, names = ctx.quota, self.searched(ctx)
         view = ctx.history()
-        if n <= 0 or not names or view.n_completed < max(MIN_OBSERVATIONS, len(names) + 1):
+        if n <= 0 or not names or view.n_completed < max(MIN_OBSERVATIONS, 2 * len(names)):
             return []
         wm = self._world_model(ctx)
         if wm.is_prior:
