@@ -48,9 +48,9 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 class SurrogateProposer(Proposer):
     """Proposals that maximise the world model's expected improvement (see the module).
 
-    Proposes nothing until :data:`MIN_OBSERVATIONS` trials, and two per searched
-    parameter, completed (a GP fitted on fewer in many dimensions proposed worse than
-    random in bench_search); abstains from the
+    Until :data:`MIN_OBSERVATIONS` trials, and two per searched parameter, completed (a GP
+    fitted on fewer in many dimensions proposed worse than random in bench_search), it
+    proposes scrambled Sobol points instead, its start-up design; abstains from the
     vote (the critic already scores every proposal with the same model).
     """
 
@@ -73,14 +73,36 @@ class SurrogateProposer(Proposer):
             self._fitted_on = (n, first)
         return self._model
 
+    def _startup(self, ctx: AgentContext, n: int, names: list[str], need: int) -> list[Proposal]:
+        """Before the model is worth maximising: scrambled Sobol points (its start-up design),
+        so the surrogate's share of the cycle is not lost to the vote."""
+        view = ctx.history()
+        space = self.study.search_space
+        rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 41])
+        units = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31))).random(4 * n)
+        proposals: list[Proposal] = []
+        for row in units:
+            if len(proposals) >= n:
+                break
+            flat, notes = self.admissible({name: space[name].from_unit(float(u)) for name, u in zip(names, row)}, ctx)
+            if flat is None:
+                continue
+            k = len(proposals) + 1
+            rationale = (f"start-up design (Sobol), {view.n_completed} of the {need} completed trials the "
+                         f"world model needs before it is maximised: {describe_config(flat)}"
+                         + (f"; moved {', '.join(notes)}" if notes else ""))
+            proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
+        return proposals
+
     def propose(self, ctx: AgentContext) -> list[Proposal]:
         n, names = ctx.quota, self.searched(ctx)
         view = ctx.history()
-        if n <= 0 or not names or view.n_completed < max(MIN_OBSERVATIONS, 2 * len(names)):
+        if n <= 0 or not names:
             return []
-        wm = self._world_model(ctx)
-        if wm.is_prior:
-            return []
+        need = max(MIN_OBSERVATIONS, 2 * len(names))
+        wm = self._world_model(ctx) if view.n_completed >= need else None
+        if wm is None or wm.is_prior:
+            return self._startup(ctx, n, names, need)
         axes = view.axes(self.study.proposers.exclude)
         space = self.study.search_space
         rng = np.random.default_rng(self.study.seed * 1_000_003 + ctx.cycle_id)
