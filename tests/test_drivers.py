@@ -121,6 +121,9 @@ def test_ray_job_stop_of_arc_cycle_leaves_its_trials_to_resume(study_file, tmp_p
 
     from _ray_nodes import start_node
 
+    # trials of 6-9 s: each poll of `ray job logs` / `status` is a CLI start (1-2 s here), and
+    # the stop must land while the cycle's trials still run
+    study_file.write_text(study_file.read_text().replace("sleep_s: 0.8", "sleep_s: 3.0"))
     head = start_node(head=True, temp_dir=tempfile.mkdtemp(prefix="arcjs", dir="/tmp"), num_cpus=2,
                       dashboard=True)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
