@@ -18,7 +18,7 @@ layout choice of its own, see ``arc_ray.world_model._encoding``).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -311,6 +311,10 @@ class SearchSpace(BaseModel):
             else:
                 coerced[name] = good
         return coerced, violations
+
+    def from_unit_row(self, names: Sequence[str], row: Iterable[float]) -> dict[str, Any]:
+        """A unit-cube point over ``names`` (one coordinate each) as a flat config."""
+        return {name: self.params[name].from_unit(float(u)) for name, u in zip(names, row)}
 
     def sample(self, rng: Any) -> dict[str, Any]:
         """A uniform sample (in each parameter's own scale) as a flat config. ``rng``: numpy Generator."""

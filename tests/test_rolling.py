@@ -159,6 +159,18 @@ def assert_stored_once(study) -> None:
     assert sorted(cycles) == sorted({r["cycle_id"] for r in decisions}), "a round is not logged once"
 
 
+def run_to_end(study) -> tuple:
+    """Run the study in this process until a stop rule holds; returns (report, events)."""
+    from arc_ray.orchestrator import Orchestrator
+
+    events: list = []
+    orch = Orchestrator(study, on_event=events.append)
+    try:
+        return orch.run(), events
+    finally:
+        orch.shutdown(kill_actors=True)
+
+
 def kill_driver_at(study, tmp_path: Path, hold: str, after: int, timeout_s: float = 240) -> tuple[str, float]:
     import ray
 
@@ -189,15 +201,10 @@ def finished_on_disk(study) -> set[str]:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_rolling_run_decides_rounds_while_trials_run(ray_session, tmp_path):
-    from arc_ray.orchestrator import Orchestrator, StopReason
+    from arc_ray.orchestrator import StopReason
 
     study = make_study(tmp_path, "rolling_run", max_trials=6)
-    events = []
-    orch = Orchestrator(study, on_event=events.append)
-    try:
-        report = orch.run()
-    finally:
-        orch.shutdown(kill_actors=True)
+    report, events = run_to_end(study)
     assert report.stop_reason == StopReason.TRIAL_BUDGET and report.n_trials == 6
     assert_stored_once(study)
     assert len(list(Path(study.tune_dir).glob("stream-*"))) == 1  # one Tune experiment for every round
@@ -219,7 +226,6 @@ def test_rolling_run_decides_rounds_while_trials_run(ray_session, tmp_path):
 def test_rolling_asha_stopped_trial_frees_its_slot_for_a_new_round(ray_session, tmp_path):
     """With ASHA, a trial stopped at a rung is stored as stopped early, and the loop decides
     the next round as soon as it is stored, not when the trial would have ended."""
-    from arc_ray.orchestrator import Orchestrator
     from arc_ray.study import StudyConfig
 
     text = STUDY.format(name="rolling_asha", storage=tmp_path / "history", max_trials=8)
@@ -229,12 +235,7 @@ def test_rolling_asha_stopped_trial_frees_its_slot_for_a_new_round(ray_session, 
     (tmp_path / "study.yaml").write_text(text)
     study = StudyConfig.from_yaml(tmp_path / "study.yaml")
     assert "epochs" not in study.search_space and study.scheduler is not None
-    events = []
-    orch = Orchestrator(study, on_event=events.append)
-    try:
-        report = orch.run()
-    finally:
-        orch.shutdown(kill_actors=True)
+    report, events = run_to_end(study)
     assert report.n_trials == 8
     assert_stored_once(study)
     trials = {r["experiment_id"]: r for r in rows(study, "trials")}

@@ -49,7 +49,7 @@ class ExplorerProposer(Proposer):
         m = max(64, CANDIDATES_PER_PROPOSAL * n)
         sobol = qmc.Sobol(d=len(names), scramble=True, seed=self.study.seed * 7919 + ctx.cycle_id)
         raw = sobol.random_base2(int(math.ceil(math.log2(m))))
-        flats = [{name: self.study.search_space[name].from_unit(u) for name, u in zip(names, row)} for row in raw]
+        flats = [self.study.search_space.from_unit_row(names, row) for row in raw]
         # snap to the values the configs will really take (ints, choices) before measuring distance
         points = np.array([view.unit({**view.baseline_flat, **f})[axes] for f in flats])
         run = view.X[:, axes] if view.n else np.empty((0, len(axes)))

@@ -84,7 +84,7 @@ class SurrogateProposer(Proposer):
         for row in units:
             if len(proposals) >= n:
                 break
-            flat, notes = self.admissible({name: space[name].from_unit(float(u)) for name, u in zip(names, row)}, ctx)
+            flat, notes = self.admissible(space.from_unit_row(names, row), ctx)
             if flat is None:
                 continue
             k = len(proposals) + 1
@@ -114,7 +114,7 @@ class SurrogateProposer(Proposer):
         best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
 
         def score(units: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            flats = [{name: space[name].from_unit(float(u)) for name, u in zip(names, row)} for row in units]
+            flats = [space.from_unit_row(names, row) for row in units]
             configs = [{**view.baseline_flat, **f} for f in flats]
             # snapped to the values the configs really take (ints, choices), for distances
             points = np.array([view.unit(c)[axes] for c in configs])

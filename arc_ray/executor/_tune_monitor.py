@@ -401,10 +401,11 @@ class ArcScheduler(TrialScheduler):
     failed trial rather than a ``ValueError`` that ends the whole Tune run.
     """
 
-    def __init__(self, token: str, inner: TrialScheduler | None = None) -> None:
+    def __init__(self, token: str, inner: TrialScheduler | None = None, max_t: int | None = None) -> None:
         super().__init__()
         self.token = token
         self.inner = inner or FIFOScheduler()
+        self.max_t = max_t  # the inner scheduler's last rung (ASHA stops every trial there)
 
     @property
     def supports_buffered_results(self) -> bool:
@@ -434,8 +435,7 @@ class ArcScheduler(TrialScheduler):
         if run is None:
             return decision
         # ASHA stops every trial at max_t, its last rung: that is a full run, not an early stop
-        max_t = getattr(self.inner, "_max_t", None)
-        full = max_t is not None and (result.get(getattr(self.inner, "_time_attr", "training_iteration")) or 0) >= max_t
+        full = self.max_t is not None and (result.get("training_iteration") or 0) >= self.max_t
         verdict = _guard(run.decide, trial, result, decision, full)
         return verdict if verdict is not None else decision
 

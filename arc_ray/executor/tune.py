@@ -295,7 +295,7 @@ class TrainingExecutor(Executor):
             param_space=space,
             tune_config=tune.TuneConfig(
                 **search,
-                scheduler=ArcScheduler(run.token, inner),
+                scheduler=ArcScheduler(run.token, inner, max_t=self.study.scheduler.max_t if inner else None),
                 max_concurrent_trials=self.study.max_concurrent_trials,
                 reuse_actors=self.reuse_actors,
                 trial_name_creator=trial_name,
