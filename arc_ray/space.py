@@ -199,6 +199,37 @@ class ParamSpec(BaseModel):
             return int(min(max(round(x), math.ceil(self.low)), math.floor(self.high)))
         return float(min(max(x, self.low), self.high))
 
+    def from_unit_array(self, u: np.ndarray) -> tuple[list[Any], np.ndarray]:
+        """:meth:`from_unit` over an array, and each value's own unit position.
+
+        The positions are where the snapped values sit (an int's rounding, a choice's
+        slot), as :meth:`to_unit` would give them; vectorised for scoring candidates.
+        """
+        u = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
+        if self.type == "bool":
+            on = u >= 0.5
+            return on.tolist(), on.astype(float)
+        if self.type == "categorical":
+            ordered = self.ordered_choices
+            idx = np.minimum((u * len(ordered)).astype(int), len(ordered) - 1)
+            return [ordered[i] for i in idx], idx / max(len(ordered) - 1, 1)
+        assert self.low is not None and self.high is not None
+        lo, hi = float(self.low), float(self.high)
+        if self.log:
+            x = np.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        else:
+            x = lo + u * (hi - lo)
+        if self.type == "int":
+            x = np.clip(np.round(x), math.ceil(lo), math.floor(hi))
+            values: list[Any] = [int(v) for v in x]
+        else:
+            x = np.clip(x, lo, hi)
+            values = x.tolist()
+        if hi <= lo:
+            return values, np.zeros(len(x))
+        pos = (np.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)) if self.log else (x - lo) / (hi - lo)
+        return values, np.clip(pos, 0.0, 1.0)
+
 
 def unit_array(spec: ParamSpec, values: Sequence[Any],
                beyond: Literal["clip", "extend", "nan"] = "clip") -> np.ndarray:
@@ -315,6 +346,15 @@ class SearchSpace(BaseModel):
     def from_unit_row(self, names: Sequence[str], row: Iterable[float]) -> dict[str, Any]:
         """A unit-cube point over ``names`` (one coordinate each) as a flat config."""
         return {name: self.params[name].from_unit(float(u)) for name, u in zip(names, row)}
+
+    def from_unit_matrix(self, names: Sequence[str], units: np.ndarray) -> tuple[dict[str, list[Any]], np.ndarray]:
+        """Unit-cube points (rows; a column per name) as value columns, and the points
+        snapped to the values they take (:meth:`ParamSpec.from_unit_array`)."""
+        columns: dict[str, list[Any]] = {}
+        snapped = np.empty((len(units), len(names)))
+        for k, name in enumerate(names):
+            columns[name], snapped[:, k] = self.params[name].from_unit_array(units[:, k])
+        return columns, snapped
 
     def sample(self, rng: Any) -> dict[str, Any]:
         """A uniform sample (in each parameter's own scale) as a flat config. ``rng``: numpy Generator."""

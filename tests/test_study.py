@@ -222,6 +222,28 @@ def test_the_one_unit_cube_encoding(tmp_path):
             assert spec.to_unit(spec.from_unit(u)) == pytest.approx(u)
 
 
+def test_from_unit_array_is_from_unit_vectorised():
+    """The surrogate scores candidates through the array form: it must give the values
+    from_unit gives, and the unit positions to_unit gives for them, on every kind."""
+    import numpy as np
+
+    specs = [ParamSpec(type="float", low=1e-5, high=1e-1, log=True), ParamSpec(type="float", low=-2, high=3),
+             ParamSpec(type="int", low=1, high=7), ParamSpec(type="int", low=2, high=512, log=True),
+             ParamSpec(type="categorical", choices=[64, 8, 32]), ParamSpec(type="categorical", choices=["b", "a"]),
+             ParamSpec(type="bool"), ParamSpec(type="float", low=0.5, high=0.5)]
+    u = np.concatenate([[0.0, 0.5, 1.0, -0.2, 1.3, 0.4999999, 0.5000001],
+                        np.random.default_rng(0).random(200)])
+    for spec in specs:
+        values, pos = spec.from_unit_array(u)
+        assert values == [spec.from_unit(x) for x in u], spec
+        assert [type(v) for v in values] == [type(spec.from_unit(x)) for x in u]
+        np.testing.assert_allclose(pos, [spec.to_unit(v) for v in values], atol=1e-12)
+    space = SearchSpace.from_mapping({"lr": specs[0].model_dump(), "opt": specs[5].model_dump()})
+    columns, snapped = space.from_unit_matrix(["opt", "lr"], np.array([[0.9, 0.5], [0.1, 0.0]]))
+    assert columns == {"opt": ["a", "b"], "lr": [pytest.approx(1e-3), pytest.approx(1e-5)]}
+    assert snapped.tolist() == [[1.0, pytest.approx(0.5)], [0.0, 0.0]]
+
+
 def test_proposers_exclude_nothing_by_default(tmp_path):
     study = StudyConfig.from_dict({"name": "s", "trainable": "trainables.toy:objective", "metric": "score",
                                    "baseline": {"x": 0.0}, "storage": str(tmp_path),

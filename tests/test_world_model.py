@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from arc_ray.errors import ConfigValidationError, HistoryError
 from arc_ray.records import Prediction
-from arc_ray.space import SearchSpace
+from arc_ray.space import SearchSpace, flatten_config
 from arc_ray.world_model import WorldModel, WorldModelNotFittedError, trials_table_from_records
 
 # ---------------------------------------------------------------- a known surface
@@ -165,6 +165,24 @@ def test_acquisitions_follow_the_study_direction():
 
 
 # ------------------------------------------------------------------ failure risk
+
+
+def test_column_wise_forecasts_are_the_per_config_forecasts():
+    """The surrogate's fast path (columns in, arrays out) forecasts what predict() does,
+    failure risk included, with a parameter left unset."""
+    rng = np.random.default_rng(4)
+    _, table = history(rng, 50, plant_failures=True)
+    model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
+    configs = [flatten_config(c) for c in sample_configs(np.random.default_rng(5), 30)]
+    for c in configs[:10]:
+        c.pop("lr")
+    names = sorted({k for c in configs for k in c})
+    mean, std, risk = model.predict_columns({k: [c.get(k) for c in configs] for k in names}, len(configs))
+    predictions = model.predict(configs)
+    np.testing.assert_allclose(mean, [p.mean for p in predictions], rtol=1e-12)
+    np.testing.assert_allclose(std, [p.std for p in predictions], rtol=1e-12)
+    np.testing.assert_allclose(risk, [p.failure_probability for p in predictions], rtol=1e-9)
+    assert model.n_failures >= 4 and risk.max() > 2 * risk.min()
 
 
 def test_failure_probability_is_higher_near_a_planted_failure_region():
@@ -452,3 +470,25 @@ def test_pandas_nan_in_a_config_column_falls_back_to_json():
     np.testing.assert_allclose(WorldModel().fit(frame, SPACE, "auc", 1.0).predict_mean_std(candidates),
                                WorldModel().fit(table, SPACE, "auc", 1.0).predict_mean_std(candidates))
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_the_closed_form_likelihood_is_scikit_learns():
+    """The hyperparameter fit's own likelihood and gradient equal scikit-learn's
+    log_marginal_likelihood for the world model's kernel, anywhere in its bounds."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from arc_ray.world_model._likelihood import negative_log_likelihood, standardise
+
+    rng = np.random.default_rng(3)
+    for n, d in [(2, 1), (15, 3), (60, 12)]:
+        X = rng.random((n, d))
+        y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=n)
+        gp = GaussianProcessRegressor(WorldModel()._kernel(d), normalize_y=True, optimizer=None).fit(X, y)
+        for _ in range(4):
+            theta = rng.uniform(gp.kernel_.bounds[:, 0], gp.kernel_.bounds[:, 1])
+            ref, ref_grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+            value, grad = negative_log_likelihood(theta, X, standardise(y))
+            assert -value == pytest.approx(ref, rel=1e-9, abs=1e-9)
+            np.testing.assert_allclose(-grad, ref_grad, rtol=1e-7, atol=1e-9)
+    # a constant metric standardises as scikit-learn does (std 1), not to NaN
+    assert np.all(standardise(np.full(5, 0.7)) == 0)

@@ -195,6 +195,13 @@ class Proposer(Agent):
         """
         return {n: _plain(flat[n]) for n in self.searched(ctx) if n in flat}
 
+    def proposal_of(self, ctx: AgentContext, k: int, flat: Mapping[str, Any], notes: Sequence[str],
+                    why: str) -> Proposal:
+        """Proposal ``k`` setting ``flat`` (an :meth:`admissible` config): the rationale is
+        ``why``, the config, and the moves that made it admissible (``notes``)."""
+        rationale = f"{why}: {describe_config(flat)}" + (f"; moved {', '.join(notes)}" if notes else "")
+        return self.proposal(ctx, k, self.changes_from(flat, ctx), rationale)
+
     def proposal(self, ctx: AgentContext, k: int, changes: Mapping[str, Any], rationale: str,
                  **fields: Any) -> Proposal:
         fields.setdefault("type", self.proposal_type)

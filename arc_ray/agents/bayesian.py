@@ -25,7 +25,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState, create_trial
 
 from arc_ray.agents._history import rms_distance
-from arc_ray.agents.base import AgentContext, Proposer, describe_config
+from arc_ray.agents.base import AgentContext, Proposer
 from arc_ray.agents.registry import register_proposer
 from arc_ray.records import Proposal, ProposalType, StrategyMode
 from arc_ray.space import ParamSpec, SearchSpace, flatten_config
@@ -147,10 +147,8 @@ class BayesianProposer(Proposer):
                 continue
             seen.add(key)
             k = len(proposals) + 1
-            rationale = (f"{how} sample {k} of {n}, warm-started from {n_done} completed and "
-                         f"{n_failed} failed trials: {describe_config(params)}"
-                         + (f"; moved {', '.join(notes)}" if notes else ""))
-            proposals.append(self.proposal(ctx, k, self.changes_from(params, ctx), rationale))
+            proposals.append(self.proposal_of(ctx, k, params, notes, (
+                f"{how} sample {k} of {n}, warm-started from {n_done} completed and {n_failed} failed trials")))
         for trial in asked:
             self._optuna.tell(trial, state=TrialState.FAIL)
         return proposals

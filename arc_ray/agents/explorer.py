@@ -8,7 +8,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from arc_ray.agents._history import nearest_distance
-from arc_ray.agents.base import AgentContext, Proposer, describe_config, world_model_for
+from arc_ray.agents.base import AgentContext, Proposer, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.records import Proposal, ProposalType
 from arc_ray.space import flatten_config
@@ -88,9 +88,7 @@ class ExplorerProposer(Proposer):
             dist = "nothing run yet" if not np.isfinite(d_run[i]) else f"{d_run[i]:.3f} from the nearest run config"
             how = (f"world-model std {std[list(keep).index(i)]:.3g}, the highest of {len(keep)} candidates"
                    if std is not None else f"the most isolated of {len(keep)} Sobol candidates")
-            rationale = (f"space filling: {how}; {dist} (min {md:g}): {describe_config(flat)}"
-                         + (f"; moved {', '.join(notes)}" if notes else ""))
-            proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
+            proposals.append(self.proposal_of(ctx, k, flat, notes, f"space filling: {how}; {dist} (min {md:g})"))
         return proposals
 
     def goodness(self, proposals: list[Proposal], ctx: AgentContext) -> list[tuple[float, str] | None]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.stats import norm, qmc
 
-from arc_ray.agents.base import AgentContext, Proposer, describe_config, world_model_for
+from arc_ray.agents.base import AgentContext, Proposer, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
 from arc_ray.records import Proposal, ProposalType
@@ -79,7 +79,8 @@ class SurrogateProposer(Proposer):
         view = ctx.history()
         space = self.study.search_space
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 41])
-        units = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31))).random(4 * n)
+        units = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31))).random_base2(
+            max(1, math.ceil(math.log2(4 * n))))
         proposals: list[Proposal] = []
         for row in units:
             if len(proposals) >= n:
@@ -87,11 +88,9 @@ class SurrogateProposer(Proposer):
             flat, notes = self.admissible(space.from_unit_row(names, row), ctx)
             if flat is None:
                 continue
-            k = len(proposals) + 1
-            rationale = (f"start-up design (Sobol), {view.n_completed} of the {need} completed trials the "
-                         f"world model needs before it is maximised: {describe_config(flat)}"
-                         + (f"; moved {', '.join(notes)}" if notes else ""))
-            proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
+            proposals.append(self.proposal_of(ctx, len(proposals) + 1, flat, notes, (
+                f"start-up design (Sobol), {view.n_completed} of the {need} completed trials the "
+                "world model needs before it is maximised")))
         return proposals
 
     def propose(self, ctx: AgentContext) -> list[Proposal]:
@@ -113,21 +112,22 @@ class SurrogateProposer(Proposer):
                 raw.append(np.clip(view.X[i, axes] + rng.normal(0.0, step, (LOCAL_CANDIDATES, len(axes))), 0, 1))
         best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
 
-        def score(units: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            flats = [space.from_unit_row(names, row) for row in units]
-            configs = [{**view.baseline_flat, **f} for f in flats]
-            # snapped to the values the configs really take (ints, choices), for distances
-            points = np.array([view.unit(c)[axes] for c in configs])
-            preds = wm.predict(configs)  # one encoding of the candidates for mean, std and risk
-            mean = np.array([p.mean for p in preds])
-            std = np.maximum(np.array([p.std for p in preds]), 1e-12)
-            risk = np.array([p.failure_probability or 0.0 for p in preds])
+        fixed = {k: v for k, v in view.baseline_flat.items() if k not in names}
+
+        def score(units: np.ndarray) -> tuple[dict[str, list], np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray, np.ndarray]:
+            # columns of values, and the points snapped to the values they take (ints,
+            # choices), for distances: all vectorised, no config dict per candidate
+            columns, points = space.from_unit_matrix(names, units)
+            mean, std, risk = wm.predict_columns({**{k: [v] * len(units) for k, v in fixed.items()}, **columns},
+                                                 len(units))
+            std = np.maximum(std, 1e-12)
             imp = self.study.sign * (mean - best)  # expected improvement over the current best
             ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
-            return flats, points, mean, std, risk, ei
+            return columns, points, mean, std, risk, ei
 
         units = np.vstack(raw)
-        flats, points, mean, std, risk, ei = score(units)
+        columns, points, mean, std, risk, ei = score(units)
         # Refine: finer and finer moves around the pool's best candidates, so the
         # acquisition's maximum is found to a small fraction of each axis, not to the
         # pool's spacing (what lets a GP close in on a smooth optimum).
@@ -135,12 +135,12 @@ class SurrogateProposer(Proposer):
             acq = ei * (1.0 - risk)
             top = np.argsort(-acq)[:REFINE_CENTRES]
             moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, len(axes))), 0, 1)
-                               for j in top if acq[j] > 0])
+                               for j in top if acq[j] > 0] or [np.empty((0, len(axes)))])
             if not len(moves):
                 break
             more = score(moves)
             units = np.vstack([units, moves])
-            flats = flats + more[0]
+            columns = {k: columns[k] + more[0][k] for k in columns}
             points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
                 (points, mean, std, risk, ei), more[1:]))
         acq = ei * (1.0 - risk)
@@ -155,14 +155,13 @@ class SurrogateProposer(Proposer):
             acq[j] = -np.inf
             if len(run) and np.sqrt(np.mean((run - points[j]) ** 2, axis=1)).min() < 1e-9:
                 continue  # a config already run: the model's optimum sits on a known point
-            flat, notes = self.admissible(flats[j], ctx)
+            flat, notes = self.admissible({k: columns[k][j] for k in names}, ctx)
             if flat is None:
                 continue
             chosen.append(j)
             k = len(proposals) + 1
-            rationale = (f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
-                         f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
-                         f"best of {len(units)} candidates (Sobol, moves around the best trials, refined): "
-                         f"{describe_config(flat)}" + (f"; moved {', '.join(notes)}" if notes else ""))
-            proposals.append(self.proposal(ctx, k, self.changes_from(flat, ctx), rationale))
+            proposals.append(self.proposal_of(ctx, k, flat, notes, (
+                f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
+                f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
+                f"best of {len(units)} candidates (Sobol, moves around the best trials, refined)")))
         return proposals

@@ -114,9 +114,13 @@ class FailureEstimate:
         a, b = self.prior
         if len(self.failed) == 0 or len(X) == 0:
             return np.full(len(X), a / (a + b))
-        parts = self._group_sq_dists(X * self.distance_scale, self.X)
-        d2 = sum(p / h**2 for p, h in zip(parts, self.bandwidths) if np.isfinite(h))
-        w = np.exp(-0.5 * d2) if isinstance(d2, np.ndarray) else np.ones((len(X), len(self.X)))
+        # Σₚ dₚ²/hₚ² is one distance once each column is divided by its group's bandwidth.
+        inv = np.zeros(len(self.distance_scale))
+        for (start, width), h in zip(self.groups, self.bandwidths):
+            if np.isfinite(h):
+                inv[start:start + width] = 1.0 / h
+        cols = inv > 0
+        w = np.exp(-0.5 * _sq_dists((X * self.distance_scale * inv)[:, cols], (self.X * inv)[:, cols]))
         return np.clip((a + w @ self.failed) / (a + b + w.sum(axis=1)), 0.0, 1.0)
 
 
