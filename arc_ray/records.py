@@ -393,6 +393,7 @@ class HistorySummary(_Record):
     recent_improvement: float | None = None  # last cycle's gain of the best, in the metric's direction
     stagnating: bool = False
     experiments_since_improvement: int = 0
+    metric_spread: float | None = None  # interquartile range of the completed values (the director's unit)
     constraints: list[Constraint] = Field(default_factory=list)
     patterns: list[Pattern] = Field(default_factory=list)
     failures_by_class: dict[str, int] = Field(default_factory=dict)

@@ -70,8 +70,20 @@ class DirectorSettings(BaseModel):
 
     explore_cycles: int = Field(1, ge=0)  # the first cycles always explore
     stagnation_window: int = Field(8, ge=2)  # completed experiments looked back on
-    stagnation_threshold: float = Field(0.005, ge=0)  # smaller gains count as no improvement
-    exploit_threshold: float = Field(0.01, ge=0)  # a gain this large in the last cycle → exploit
+    # What counts as a gain. Scale-free by default: a share of the metric's spread (the
+    # interquartile range of the completed experiments' values), so one rule fits AUC,
+    # a loss in the thousands and a residual near 1e-6. A threshold given in the metric's
+    # own units (the older settings) takes precedence over its share.
+    stagnation_share: float = Field(0.05, ge=0)  # of the spread: smaller gains count as no improvement
+    exploit_share: float = Field(0.1, ge=0)  # of the spread: a gain this large in the last cycle → exploit
+    stagnation_threshold: float | None = Field(None, ge=0)  # in metric units, instead of the share
+    exploit_threshold: float | None = Field(None, ge=0)  # in metric units, instead of the share
+
+    def gains(self, spread: float | None) -> tuple[float, float]:
+        """``(stagnation, exploit)`` thresholds in the metric's units for a metric ``spread``."""
+        scale = spread if spread is not None and math.isfinite(spread) and spread > 0 else 0.0
+        return (self.stagnation_threshold if self.stagnation_threshold is not None else self.stagnation_share * scale,
+                self.exploit_threshold if self.exploit_threshold is not None else self.exploit_share * scale)
 
 
 class VotingSettings(BaseModel):

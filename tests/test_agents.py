@@ -214,7 +214,7 @@ def test_history_view_reads_config_json_when_columns_are_missing(toy_study):
 
 
 def _summary(**kw: Any) -> HistorySummary:
-    base = dict(study="toy", metric="score", mode="max", n_trials=8, n_completed=8, n_cycles=3)
+    base = dict(study="toy", metric="score", mode="max", n_trials=8, n_completed=8, n_cycles=3, metric_spread=0.2)
     base.update(kw)
     return HistorySummary(**base)
 
@@ -239,6 +239,23 @@ def test_director_rules(toy_study):
     for s in (first, failed, stag, gain):
         assert sum(s.quotas.values()) == toy_study.proposers.proposals_per_cycle
     assert first.quotas["recovery"] == 0 and gain.quotas["recovery"] == 0
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
+def test_director_thresholds_are_scale_free_unless_given_in_metric_units(toy_study, scale):
+    """The same history in other units (a residual near 1e-6, a loss in the thousands)
+    gets the same plans; thresholds set in the metric's units still win."""
+    d = Director(toy_study)
+    spread = 0.2 * scale
+    assert d.plan(_summary(recent_improvement=0.05 * scale, metric_spread=spread)).mode == StrategyMode.EXPLOIT
+    assert d.plan(_summary(recent_improvement=0.001 * scale, metric_spread=spread)).mode == StrategyMode.EXPLORE
+    assert d.plan(_summary(recent_improvement=0.0, metric_spread=0.0)).mode == StrategyMode.EXPLORE
+    fixed = toy_study.model_copy(update={"director": toy_study.director.model_copy(
+        update={"exploit_threshold": 0.01 * scale})})
+    plan = Director(fixed).plan(_summary(recent_improvement=0.02 * scale, metric_spread=100 * scale))
+    assert plan.mode == StrategyMode.EXPLOIT and f"{0.01 * scale:.3g}" in plan.reason
+    assert toy_study.director.gains(spread) == pytest.approx((0.05 * spread, 0.1 * spread))
+    assert toy_study.director.gains(None) == (0.0, 0.0)
 
 
 def test_split_quota_is_exact_and_deterministic():

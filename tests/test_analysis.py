@@ -94,6 +94,17 @@ def test_stagnation_window_threshold_and_direction():
     assert not analysis.stagnation(_series([0.5, 0.5, 0.5]), "auc", "max", 0.01, 3).stagnating
 
 
+def test_spread_is_the_interquartile_range_of_what_completed():
+    values = [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert analysis.spread(_series(values), "auc", "max") == pytest.approx(0.2)
+    assert analysis.spread(_series([v * 1e4 for v in values]), "auc", "min") == pytest.approx(2000)
+    # half of them tie: the full range; fewer than two: nothing to scale by
+    assert analysis.spread(_series([0.5, 0.5, 0.5, 0.5, 0.9]), "auc", "max") == pytest.approx(0.4)
+    assert analysis.spread(_series([0.5]), "auc", "max") is None
+    rows = [_result(0, 0.5), _result(1, None, status="FAILED", error="oom"), _result(2, 0.7)]
+    assert analysis.spread(_table(rows), "auc", "max") == pytest.approx(0.1)
+
+
 def test_stagnation_counts_only_completed_with_metric():
     rows = [_result(0, 0.5), _result(1, 0.6)]
     rows += [_result(2 + i, None, status="FAILED", error="crash") for i in range(10)]

@@ -49,14 +49,15 @@ def split_quota(total: int, weights: Mapping[str, float]) -> dict[str, int]:
 class Director(Agent):
     """Plans each cycle from the historian's summary and votes for proposals that fit the plan.
 
-    Rules, first match wins (thresholds are ``study.director`` settings):
+    Rules, first match wins (thresholds are ``study.director`` settings: by default a
+    share of the metric's spread, :meth:`~arc_ray.study.DirectorSettings.gains`):
 
     1. fewer than ``explore_cycles`` cycles so far, or no history → explore;
     2. only failures so far → recover (safer settings, baseline restarts);
     3. stagnating (historian) → recover, unless the last
        ``budget.max_recover_cycles_without_improvement`` cycles already were recover
        cycles, then explore;
-    4. the last cycle improved the best by at least ``exploit_threshold`` → exploit;
+    4. the last cycle improved the best by at least the exploit gain → exploit;
     5. otherwise explore.
 
     Args:
@@ -77,6 +78,8 @@ class Director(Agent):
     def plan(self, summary: HistorySummary, cycle_id: int | None = None) -> Strategy:
         """The strategy for the next cycle, with the reason in words and per-proposer quotas."""
         s = self.study.director
+        stagnation_gain, exploit_gain = s.gains(summary.metric_spread)
+        unit = "" if s.stagnation_threshold is not None else f" ({s.stagnation_share:g} of the spread)"
         done = summary.n_cycles
         if done < s.explore_cycles or summary.n_trials == 0:
             mode = StrategyMode.EXPLORE
@@ -94,16 +97,17 @@ class Director(Agent):
                           "explore elsewhere")
             else:
                 mode = StrategyMode.RECOVER
-                reason = (f"stagnating: no gain ≥ {s.stagnation_threshold:g} in {summary.metric} over "
+                reason = (f"stagnating: no gain ≥ {stagnation_gain:.3g}{unit} in {summary.metric} over "
                           f"{summary.experiments_since_improvement} experiments; recover from the best")
-        elif summary.recent_improvement is not None and summary.recent_improvement >= s.exploit_threshold:
+        elif summary.recent_improvement is not None and summary.recent_improvement > 0 \
+                and summary.recent_improvement >= exploit_gain:
             mode = StrategyMode.EXPLOIT
             reason = (f"the last cycle improved {summary.metric} by {summary.recent_improvement:.4g} "
-                      f"(≥ {s.exploit_threshold:g}): exploit around the best")
+                      f"(≥ {exploit_gain:.3g}): exploit around the best")
         else:
             mode = StrategyMode.EXPLORE
             gain = "none" if summary.recent_improvement is None else f"{summary.recent_improvement:.4g}"
-            reason = f"recent gain {gain} is below the exploit threshold {s.exploit_threshold:g}: explore"
+            reason = f"recent gain {gain} is below the exploit threshold {exploit_gain:.3g}: explore"
         quotas = self.quotas(mode)
         logger.info("cycle plan: %s (%s) quotas=%s", mode.value, reason, quotas)
         return Strategy(mode=mode, reason=reason, quotas=quotas, cycle_id=cycle_id)

@@ -261,6 +261,18 @@ def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window
     return Stagnation(gain < threshold, since, gain, window, threshold)
 
 
+def spread(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None,
+           constraints: Sequence[OutcomeConstraint] = ()) -> float | None:
+    """The metric's spread over the completed experiments: the interquartile range (the
+    full range where half or more of them tie), ``None`` with fewer than two. The unit
+    of the director's scale-free thresholds."""
+    s = scored(table, metric, mode, frame=frame, constraints=constraints).scores
+    if s.size < 2:
+        return None
+    q25, q75 = np.quantile(s, [0.25, 0.75])
+    return float(q75 - q25) if q75 > q25 else float(s.max() - s.min())
+
+
 def recent_improvement(table: pa.Table, metric: str, mode: str, *,
                        frame: Frame | None = None,
                        constraints: Sequence[OutcomeConstraint] = ()) -> float | None:
@@ -467,6 +479,6 @@ __all__ = [
     "ConstraintRule", "DEFAULT_RULES", "Scored", "Stagnation", "best_metrics", "best_trial",
     "cycle_summaries", "failures_by_class", "feasible_rows", "find_patterns", "history_order",
     "learn_constraints",
-    "performance_trend", "recent_experiments", "recent_improvement", "resource_usage", "scored",
+    "performance_trend", "recent_experiments", "recent_improvement", "resource_usage", "scored", "spread",
     "stagnation",
 ]

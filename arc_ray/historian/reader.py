@@ -154,7 +154,7 @@ class HistoryReader:
                 best_config=best["config"] if best else None,
                 best_metrics=best["metrics"] if best else {},
                 trend=trend["trend"], recent_improvement=a["recent_improvement"],
-                stagnating=stag.stagnating,
+                stagnating=stag.stagnating, metric_spread=a["spread"],
                 experiments_since_improvement=stag.experiments_since_improvement,
                 constraints=a["constraints"], patterns=a["patterns"],
                 failures_by_class=a["failures"], modes=self._modes(),
@@ -169,7 +169,7 @@ class HistoryReader:
             d = self.study.director
             return analysis.stagnation(
                 self._trials.table, metric or self.study.metric, self.study.mode,
-                d.stagnation_threshold if threshold is None else threshold,
+                d.gains(self._analysis()["spread"])[0] if threshold is None else threshold,
                 d.stagnation_window if window is None else window, frame=self._frame,
                 constraints=self.study.outcome_constraints).stagnating
 
@@ -277,7 +277,8 @@ class HistoryReader:
             "best": analysis.best_trial(t, s.metric, s.mode, frame=fr, constraints=oc),
             "trend": analysis.performance_trend(t, s.metric, s.mode, d.stagnation_window, frame=fr,
                                                 constraints=oc),
-            "stagnation": analysis.stagnation(t, s.metric, s.mode, d.stagnation_threshold,
+            "spread": (spread := analysis.spread(t, s.metric, s.mode, frame=fr, constraints=oc)),
+            "stagnation": analysis.stagnation(t, s.metric, s.mode, d.gains(spread)[0],
                                               d.stagnation_window, frame=fr, constraints=oc),
             "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr, constraints=oc),
             "n_feasible": int(analysis.feasible_rows(t, oc, frame=fr).sum()) if oc else None,
