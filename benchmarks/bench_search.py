@@ -11,6 +11,10 @@ evaluate it, tell the results), seed by seed, runs alternating:
 - **gp**: Optuna ``GPSampler(seed=...)``;
 - **random**: Optuna ``RandomSampler(seed=...)``.
 
+``--scheduling rolling`` runs ARC with rolling decisions instead (issue #15): the batch
+size becomes its trial slots, and a round is decided whenever slots free up, with the
+trials still in flight pending for the agents.
+
 A failed evaluation (the objective raises ``MemoryError`` / ``FloatingPointError``, or
 returns a non-finite value) is no result for anyone; the peers are told ``FAIL``.
 Problems (``_search_problems.py``): scikit-learn models tuned by 3-fold CV on the
@@ -128,9 +132,13 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
     _CURRENT = _Evaluations(problem)
     storage = tempfile.mkdtemp(dir=root)
     try:
+        # ARC_BENCH_SCHEDULING=rolling (--scheduling): rounds decided as trials end, with
+        # ``batch`` trial slots (the in-flight trials are pending for the agents)
+        scheduling = os.environ.get("ARC_BENCH_SCHEDULING", "batch")
+        rolling = {"scheduling": "rolling", "max_concurrent_trials": batch} if scheduling == "rolling" else {}
         report = arc_ray.run_study(arc_objective, search_space=problem.space, metric="value", mode=problem.mode,
                                    executor="inprocess", name=f"{problem.name}-b{batch}-s{seed}",
-                                   storage=storage, seed=seed,
+                                   storage=storage, seed=seed, **rolling,
                                    # max_cycles: a guard against cycles that run nothing, never reached otherwise
                                    budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
         extra = {"cycles": report.n_cycles, "stop": report.stop_reason.value}
@@ -348,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="raw results JSON (default benchmarks/results/search-<time>.json)")
     parser.add_argument("--reuse", type=Path, help="take the peers' runs (tpe, gp, random: they do not change "
                         "with ARC) from this earlier raw results JSON where it has them; run only the rest")
+    parser.add_argument("--scheduling", choices=["batch", "rolling"], default="batch",
+                        help="ARC's scheduling (rolling: a round per freed slot, the batch size as slots)")
     args = parser.parse_args(argv)
+    os.environ["ARC_BENCH_SCHEDULING"] = args.scheduling  # the spawned workers inherit it
     problems = _problem_names(args.problems or (QUICK_PROBLEMS if args.quick else list(PROBLEMS)))
     seeds = args.seeds or (3 if args.quick else 10)
     budgets = sorted(args.budgets or ([20, 40] if args.quick else [20, 40, 100]))
