@@ -104,8 +104,10 @@ def test_with_pending_shows_in_flight_trials_as_running_rows():
 
 
 def test_agents_see_in_flight_trials_and_learn_their_results_later(toy_study):
-    """The supervisor vetoes a duplicate of a running trial; the bayesian proposer tells
-    Optuna a trial's result once it ends (a RUNNING row is not taken as 'no evidence')."""
+    """The supervisor vetoes a duplicate of a running trial; the bayesian proposer shows
+    Optuna the trial as RUNNING while it runs (TPE's constant liar keeps new samples
+    away from it) and tells Optuna its result once it ends (a RUNNING row is not taken
+    as 'no evidence')."""
     from arc_ray.agents import BayesianProposer
     from arc_ray.agents.base import AgentContext
     from arc_ray.executor import Job
@@ -121,10 +123,44 @@ def test_agents_see_in_flight_trials_and_learn_their_results_later(toy_study):
     agent.propose(AgentContext(study=toy_study, cycle_id=5, summary=summary, strategy=ctx.strategy,
                                trials=trials, quota=2))
     assert running.experiment_id not in agent._seen
+    pending = [t.user_attrs.get("experiment_id") for t in agent._optuna.trials if t.state.name == "RUNNING"]
+    assert pending == [running.experiment_id]
+    agent.propose(AgentContext(study=toy_study, cycle_id=6, summary=summary, strategy=ctx.strategy,
+                               trials=trials, quota=2))  # still running: not added twice
+    assert sum(t.user_attrs.get("experiment_id") == running.experiment_id for t in agent._optuna.trials) == 1
     later = context(toy_study, results, quota=2)
     agent.propose(later)
     told = [t.user_attrs.get("experiment_id") for t in agent._optuna.trials if t.state.name == "COMPLETE"]
     assert running.experiment_id in told
+    assert not [t for t in agent._optuna.trials if t.state.name == "RUNNING"]
+
+
+def test_the_surrogate_keeps_its_picks_away_from_trials_in_flight(toy_study):
+    """Local penalisation counts a running trial as a pick already made: with a trial in
+    flight next to the surrogate's favourite spot (another proposer's, say), the
+    surrogate does not pick that spot again."""
+    import numpy as np
+
+    from arc_ray.agents.base import AgentContext
+    from arc_ray.agents.surrogate import PENALTY_RADIUS, SurrogateProposer
+    from arc_ray.executor import Job
+    from arc_ray.space import flatten_config, unflatten_config
+    from tests.test_agents import context, make_results
+
+    ctx = context(toy_study, make_results(toy_study, 30, seed=1), quota=1)
+    first = SurrogateProposer(toy_study).propose(ctx)[0]
+    config = {**flatten_config(toy_study.baseline), **first.changes}
+    x = toy_study.search_space["x"]
+    config["x"] = x.from_unit(x.to_unit(config["x"]) + (0.01 if x.to_unit(config["x"]) < 0.5 else -0.01))
+    job = Job(experiment_id=first.experiment_id, cycle_id=5, config=unflatten_config(config),
+              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING)
+    trials, summary = with_pending(ctx.trials, ctx.summary, [job])
+    again = SurrogateProposer(toy_study).propose(AgentContext(study=toy_study, cycle_id=5, summary=summary,
+                                                              strategy=ctx.strategy, trials=trials, quota=1))[0]
+    view = ctx.history()
+    axes = view.axes(toy_study.proposers.exclude)
+    a, b = (view.unit(flatten_config(p.changes))[axes] for p in (first, again))
+    assert np.sqrt(np.mean((a - b) ** 2)) > 0.5 * PENALTY_RADIUS
 
 
 # ------------------------------------------------------------------ with Ray

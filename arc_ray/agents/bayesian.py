@@ -78,6 +78,7 @@ class BayesianProposer(Proposer):
         self._optuna: optuna.Study | None = None
         self._names: list[str] = []
         self._seen: set[str] = set()
+        self._running: dict[str, int] = {}  # in-flight experiment id → its RUNNING Optuna trial
 
     # -------------------------------------------------------------- propose
 
@@ -89,7 +90,7 @@ class BayesianProposer(Proposer):
         if self._optuna is None or names != self._names or not self._seen <= ids:
             # told sign × metric, so the study maximises whatever the metric's direction
             self._optuna = optuna.create_study(direction="maximize")
-            self._names, self._seen = names, set()
+            self._names, self._seen, self._running = names, set(), {}
         dists = distributions_for(self.study.search_space, names)
         signed = view.signed_values()
         new = []
@@ -100,9 +101,17 @@ class BayesianProposer(Proposer):
                 state, value = TrialState.COMPLETE, float(signed[i])
             elif view.failed[i]:
                 state, value = TrialState.FAIL, None
-            elif view.status[i] == "RUNNING":  # in flight (rolling decisions): told when it ends
-                continue
+            elif view.status[i] == "RUNNING":
+                state, value = TrialState.RUNNING, None  # in flight (rolling decisions)
+                if eid in self._running:
+                    continue
             else:  # cancelled, or completed without the metric: carries no evidence
+                state, value = TrialState.FAIL, None
+                if eid not in self._running:
+                    self._seen.add(eid)
+                    continue
+            if eid in self._running:  # an in-flight trial ended: tell Optuna how
+                self._optuna.tell(self._running.pop(eid), value, state=state)
                 self._seen.add(eid)
                 continue
             flat = view.flat_config(i)
@@ -112,9 +121,15 @@ class BayesianProposer(Proposer):
                                         user_attrs={"experiment_id": eid}))
             except ValueError as exc:  # a value outside the space (the space was narrowed)
                 logger.debug("skipping %s for the optimiser: %s", eid, exc)
-            self._seen.add(eid)
+            if state != TrialState.RUNNING:
+                self._seen.add(eid)
         if new:
             self._optuna.add_trials(new)
+            # constant liar: TPE keeps new samples away from trials still in flight
+            for t in self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                eid = t.user_attrs.get("experiment_id")
+                if eid is not None:
+                    self._running.setdefault(eid, t.number)
         return int(view.n_completed), int(view.n_failed)
 
     def propose(self, ctx: AgentContext) -> list[Proposal]:

@@ -9,7 +9,8 @@ around the best trials (a trust region: small and larger steps) — by expected
 improvement times the chance the trial does not fail, and picks the batch greedily with
 local penalisation: after each pick, candidates near it lose acquisition, so a batch
 spreads over several promising spots instead of piling onto one (no refit needed, unlike
-a Kriging believer).
+a Kriging believer); trials still in flight (rolling decisions) damp their neighbours
+the same way.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ class SurrogateProposer(Proposer):
                 (points, mean, std, risk, ei), more[1:]))
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
+        for x in run[view.status == "RUNNING"]:  # trials in flight (rolling) damp like picks of this batch
+            acq = acq * (1.0 - np.exp(-0.5 * (np.sqrt(np.mean((points - x) ** 2, axis=1)) / PENALTY_RADIUS) ** 2))
         chosen, proposals = [], []
         for _ in range(4 * n):
             if len(proposals) >= n or not np.isfinite(acq).any() or acq.max() <= 0:
