@@ -12,8 +12,9 @@ evaluate it, tell the results), seed by seed, runs alternating:
 - **random**: Optuna ``RandomSampler(seed=...)``.
 
 ``--scheduling rolling`` runs ARC with rolling decisions instead (issue #15): the batch
-size becomes its trial slots, and a round is decided whenever slots free up, with the
-trials still in flight pending for the agents.
+size becomes its trial slots, run in virtual time (``_virtual_slots.py``: trials of 1-10
+units side by side, results revealed in the order they end), and a round is decided
+whenever slots free up, with the trials still in flight pending for the agents.
 
 A failed evaluation (the objective raises ``MemoryError`` / ``FloatingPointError``, or
 returns a non-finite value) is no result for anyone; the peers are told ``FAIL``.
@@ -132,15 +133,27 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
     _CURRENT = _Evaluations(problem)
     storage = tempfile.mkdtemp(dir=root)
     try:
-        # ARC_BENCH_SCHEDULING=rolling (--scheduling): rounds decided as trials end, with
-        # ``batch`` trial slots (the in-flight trials are pending for the agents)
-        scheduling = os.environ.get("ARC_BENCH_SCHEDULING", "batch")
-        rolling = {"scheduling": "rolling", "max_concurrent_trials": batch} if scheduling == "rolling" else {}
-        report = arc_ray.run_study(arc_objective, search_space=problem.space, metric="value", mode=problem.mode,
-                                   executor="inprocess", name=f"{problem.name}-b{batch}-s{seed}",
-                                   storage=storage, seed=seed, **rolling,
-                                   # max_cycles: a guard against cycles that run nothing, never reached otherwise
-                                   budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
+        settings = dict(search_space=problem.space, metric="value", mode=problem.mode, executor="inprocess",
+                        name=f"{problem.name}-b{batch}-s{seed}", storage=storage, seed=seed,
+                        # max_cycles: a guard against cycles that run nothing, never reached otherwise
+                        budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
+        if os.environ.get("ARC_BENCH_SCHEDULING", "batch") == "rolling":
+            # --scheduling rolling: ``batch`` trial slots in virtual time (_virtual_slots.py),
+            # a round decided whenever slots free up, the trials in flight pending
+            from _virtual_slots import VirtualSlots
+
+            from arc_ray.orchestrator import Orchestrator
+
+            study = arc_ray.make_study(arc_objective, scheduling="rolling", max_concurrent_trials=batch,
+                                       **settings)
+            orch = Orchestrator(study, trainable=arc_objective, in_driver=True, poll_interval_s=0.05,
+                                executor=VirtualSlots(study, arc_objective, batch))
+            try:
+                report = orch.run()
+            finally:
+                orch.shutdown(kill_actors=True)
+        else:
+            report = arc_ray.run_study(arc_objective, **settings)
         extra = {"cycles": report.n_cycles, "stop": report.stop_reason.value}
     finally:
         shutil.rmtree(storage, ignore_errors=True)

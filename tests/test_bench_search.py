@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import time
 import sys
 from pathlib import Path
 
@@ -72,3 +73,37 @@ def test_the_smallest_run_ends_with_the_headlines(tmp_path, capsys):
     assert lines[-2].startswith("headline: search_gp_win_fraction=")
     assert lines[-1].startswith("headline: search_tpe_win_fraction=")
     assert out.exists() and "runs that raised" not in "\n".join(lines)
+
+
+def test_virtual_slots_reveal_results_in_the_order_trials_end(tmp_path):
+    """Rolling decisions' search check: four slots in virtual time, each trial's result
+    hidden until the clock reaches its end, the clock moved only by waiting."""
+    import arc_ray
+    from _virtual_slots import UNIT_S, VirtualSlots
+
+    from arc_ray.records import Decision, DecisionOutcome, JobStatus
+
+    p = problems.PROBLEMS["branin_cat"]
+    study = arc_ray.make_study(bench.arc_objective, p.space, "value", mode=p.mode, executor="inprocess",
+                               name="v", storage=tmp_path)
+    bench._CURRENT = bench._Evaluations(p)
+    ex = VirtualSlots(study, bench.arc_objective, slots=2)
+    base = {"x0": 1.0, "x1": 2.0, "variant": "a"}
+    decisions = [Decision(experiment_id=f"e{i}", cycle_id=1, outcome=DecisionOutcome.APPROVED, decided_by="test", reason="test",
+                          config={**base, "x0": float(i)}) for i in range(3)]
+    try:
+        ex.submit_batch(decisions, 1)
+        ends = dict(ex._end)
+        first, second = sorted(ends, key=ends.get)[:2]
+        assert ends["e2"] > min(ends["e0"], ends["e1"])  # the third waits for a slot
+        time.sleep(0.2)  # computed by the thread, yet not ended in virtual time
+        assert set(ex.poll(ends).values()) == {JobStatus.RUNNING}
+        ex.wait_for_change(5.0)
+        assert ex.now == ends[first] and ex.poll([first])[first] == JobStatus.COMPLETED
+        assert ex.poll([second])[second] == JobStatus.RUNNING
+        assert ex.collect_results(first).duration_s == pytest.approx((ends[first] - 0.0) * UNIT_S)
+        ex.wait_for_change(5.0)
+        ex.wait_for_change(5.0)
+        assert all(s == JobStatus.COMPLETED for s in ex.poll(ends).values())
+    finally:
+        ex.shutdown()
