@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Decided experiments wait for a slot only where a decision is long enough against a
+# trial to idle slots noticeably: below this share of a trial, a round is decided after
+# the result that freed its slot, with that result known.
+AHEAD_IDLE_SHARE = 0.01
+
 
 def limit_to_slots(decisions: list[Decision], slots: int) -> list[Decision]:
     """Veto, in rank order, the decisions to run beyond ``slots`` (a rolling round's quota).
@@ -128,8 +133,12 @@ class RollingLoop:
             the slots stay busy. How many wait is sized to what the agents' decision
             time needs: decision seconds × trials ending per second (median decision of
             the last rounds, mean trial length of this run), plus one for ends that
-            come close together, at least 1. A waiting
-            experiment was decided without the results that arrived while it waited.
+            come close together, at least 1 — or none once decisions take under
+            :data:`AHEAD_IDLE_SHARE` of a trial (minutes-long GPU trials): then a slot
+            idles for the decision, under 1% of its time, and the round knows the
+            result that freed it. A waiting experiment was decided without the results
+            that arrived while it waited (in bench_search's virtual-time slots, deciding
+            one round ahead cost search quality).
 
     ``max_cycles`` of :meth:`run` counts decision rounds (pending rounds finished on
     resume included), as a batch run counts cycles.
@@ -198,7 +207,10 @@ class RollingLoop:
         if self.max_ahead <= 1 or not self.decision_times or not self.trial_seconds:
             return min(self.max_ahead, 1)
         decide = statistics.median(self.decision_times[-5:])
-        per_second = self.slots / max(statistics.fmean(self.trial_seconds[-20:]), 1e-3)
+        trial = statistics.fmean(self.trial_seconds[-20:])
+        if decide < AHEAD_IDLE_SHARE * trial:
+            return 0  # waiting for the result costs a slot under 1% of its time: decide with it
+        per_second = self.slots / max(trial, 1e-3)
         # one more than the trials expected to end during a decision: ends come in bursts
         return max(1, min(self.max_ahead, math.ceil(decide * per_second) + 1))
 

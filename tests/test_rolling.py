@@ -85,6 +85,26 @@ def test_limit_to_slots_vetoes_the_lower_ranked_approvals():
     assert out[3].decided_by == "scheduler" and "no free trial slot" in out[3].reason
 
 
+def test_decided_experiments_wait_for_a_slot_only_when_decisions_are_long_against_trials(toy_study):
+    """Sleep trials of seconds against a decision of 0.5 s: experiments are decided ahead
+    (a burst's worth); minutes-long trials: none, the round waits for the result that
+    freed its slot, which costs a slot under 1% of its time."""
+    from types import SimpleNamespace
+
+    from arc_ray.rolling import AHEAD_IDLE_SHARE, RollingLoop
+
+    study = toy_study.model_copy(update={"max_concurrent_trials": 4})
+    loop = RollingLoop(SimpleNamespace(study=study))
+    assert loop.ahead() == 1  # nothing measured yet
+    loop.decision_times, loop.trial_seconds = [0.5] * 5, [4.0] * 20
+    assert loop.ahead() == 2  # 0.5 s x 1 end per second, plus one for bursts
+    loop.trial_seconds = [1.0] * 20
+    assert loop.ahead() == 3
+    loop.trial_seconds = [0.5 / AHEAD_IDLE_SHARE * 1.1] * 20
+    assert loop.ahead() == 0
+    assert RollingLoop(SimpleNamespace(study=study), ahead=0).ahead() == 0
+
+
 def test_with_pending_shows_in_flight_trials_as_running_rows():
     from arc_ray.executor import Job
     from arc_ray.historian.schema import trials_to_table
