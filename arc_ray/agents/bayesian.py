@@ -97,21 +97,19 @@ class BayesianProposer(Proposer):
         for i, eid in enumerate(view.ids):
             if eid in self._seen:
                 continue
+            running = view.status[i] == "RUNNING"  # in flight (rolling decisions)
             if view.completed[i]:
                 state, value = TrialState.COMPLETE, float(signed[i])
             elif view.failed[i]:
                 state, value = TrialState.FAIL, None
-            elif view.status[i] == "RUNNING":
-                state, value = TrialState.RUNNING, None  # in flight (rolling decisions)
-                if eid in self._running:
-                    continue
-            else:  # cancelled, or completed without the metric: carries no evidence
-                state, value = TrialState.FAIL, None
-                if eid not in self._running:
+            else:  # running, or cancelled / completed without the metric (no evidence)
+                state, value = (TrialState.RUNNING if running else None), None
+            if eid in self._running:
+                if not running:  # it ended: tell Optuna how (no evidence reads as a failure)
+                    self._optuna.tell(self._running.pop(eid), value, state=state or TrialState.FAIL)
                     self._seen.add(eid)
-                    continue
-            if eid in self._running:  # an in-flight trial ended: tell Optuna how
-                self._optuna.tell(self._running.pop(eid), value, state=state)
+                continue
+            if state is None:
                 self._seen.add(eid)
                 continue
             flat = view.flat_config(i)
@@ -121,7 +119,7 @@ class BayesianProposer(Proposer):
                                         user_attrs={"experiment_id": eid}))
             except ValueError as exc:  # a value outside the space (the space was narrowed)
                 logger.debug("skipping %s for the optimiser: %s", eid, exc)
-            if state != TrialState.RUNNING:
+            if not running:
                 self._seen.add(eid)
         if new:
             self._optuna.add_trials(new)
