@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.stats import norm, qmc
 
+from arc_ray.agents._history import nearest_distance, rms_distance
 from arc_ray.agents.base import AgentContext, Proposer, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
@@ -144,19 +145,21 @@ class SurrogateProposer(Proposer):
             columns = {k: columns[k] + more[0][k] for k in columns}
             points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
                 (points, mean, std, risk, ei), more[1:]))
+        def damping(x: np.ndarray) -> np.ndarray:  # local penalisation around the point x
+            return 1.0 - np.exp(-0.5 * (rms_distance(points, x)[:, 0] / PENALTY_RADIUS) ** 2)
+
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
         for x in run[view.status == "RUNNING"]:  # trials in flight (rolling) damp like picks of this batch
-            acq = acq * (1.0 - np.exp(-0.5 * (np.sqrt(np.mean((points - x) ** 2, axis=1)) / PENALTY_RADIUS) ** 2))
+            acq = acq * damping(x)
         chosen, proposals = [], []
         for _ in range(4 * n):
             if len(proposals) >= n or not np.isfinite(acq).any() or acq.max() <= 0:
                 break
             j = int(np.argmax(acq))
-            d = np.sqrt(np.mean((points - points[j]) ** 2, axis=1))
-            acq = acq * (1.0 - np.exp(-0.5 * (d / PENALTY_RADIUS) ** 2))
+            acq = acq * damping(points[j])
             acq[j] = -np.inf
-            if len(run) and np.sqrt(np.mean((run - points[j]) ** 2, axis=1)).min() < 1e-9:
+            if nearest_distance(points[j], run)[0] < 1e-9:
                 continue  # a config already run: the model's optimum sits on a known point
             flat, notes = self.admissible({k: columns[k][j] for k in names}, ctx)
             if flat is None:
