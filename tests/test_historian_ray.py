@@ -43,10 +43,15 @@ def test_historian_actor_rebuilds_from_files_after_restart_and_replacement(ray_s
     pid = ray.get(handle.__ray_call__.remote(lambda self: __import__("os").getpid()))
 
     # 1. the actor process dies; Ray restarts it, and __init__ rebuilds the view from Parquet
+    # ray.kill is asynchronous: a call sent at once may still reach the dying process, so wait
+    # until the restarted process answers before asking it anything
     ray.kill(handle, no_restart=False)
+    deadline = time.time() + 60
+    while _call(ray, lambda: handle, "__ray_call__", lambda self: __import__("os").getpid()) == pid:
+        assert time.time() < deadline, "the historian actor was not restarted"
+        time.sleep(0.2)
     again = _call(ray, lambda: handle, "integrate_experiment_results", _results(0, 5, 0), 0)
     assert again.status == "duplicate" and again.skipped_duplicates == 5
-    assert ray.get(handle.__ray_call__.remote(lambda self: __import__("os").getpid())) != pid
     assert ray.get(handle.integrated_ids.remote()) == {f"exp-{i:03d}" for i in range(5)}
 
     # 2. the actor is gone for good; a new one under the same name knows the same history
