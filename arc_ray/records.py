@@ -390,7 +390,7 @@ class HistorySummary(_Record):
     best_config: dict[str, Any] | None = None
     best_metrics: dict[str, float] = Field(default_factory=dict)
     trend: float | None = None  # slope of the metric over recent experiments, in its direction
-    recent_improvement: float | None = None  # last cycle's gain of the best, in the metric's direction
+    recent_improvement: float | None = None  # last cycle's gain of the best (rolling: last trials_per_cycle results)
     stagnating: bool = False
     experiments_since_improvement: int = 0
     metric_spread: float | None = None  # interquartile range of the completed values (the director's unit)

@@ -14,7 +14,12 @@ evaluate it, tell the results), seed by seed, runs alternating:
 ``--scheduling rolling`` runs ARC with rolling decisions instead (issue #15): the batch
 size becomes its trial slots, run in virtual time (``_virtual_slots.py``: trials of 1-10
 units side by side, results revealed in the order they end), and a round is decided
-whenever slots free up, with the trials still in flight pending for the agents.
+whenever slots free up, with the trials still in flight pending for the agents. The
+peers then run asynchronously too, as Ray Tune runs them under a ``ConcurrencyLimiter``:
+the same number of slots in virtual time, a trial asked whenever a slot frees up, the
+trials in flight RUNNING in the Optuna study (TPE's constant liar; GPSampler conditions
+on them). Raw records carry their scheduling, and ``--reuse`` takes only peer runs of the
+same scheduling.
 
 A failed evaluation (the objective raises ``MemoryError`` / ``FloatingPointError``, or
 returns a non-finite value) is no result for anyone; the peers are told ``FAIL``.
@@ -54,10 +59,12 @@ results file and runs only ARC's.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import multiprocessing as mp
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -183,14 +190,38 @@ def _run_optuna(problem: Problem, sampler: str, batch: int, seed: int, evals: in
     study = optuna.create_study(direction="minimize" if problem.mode == "min" else "maximize", sampler=make())
     dists = _distributions(problem)
     evaluations = _Evaluations(problem)
+
+    def tell(trial: Any, value: float | None) -> None:
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+
+    if os.environ.get("ARC_BENCH_SCHEDULING", "batch") == "rolling":
+        # asynchronous, as Tune's ConcurrencyLimiter over OptunaSearch runs it: ``batch``
+        # slots in virtual time, trials of 1-10 units (as _virtual_slots.py gives ARC's);
+        # a slot that frees up asks for the next trial with the others RUNNING (pending)
+        running: list[tuple[float, int, Any, float | None]] = []
+
+        def start(now: float) -> None:
+            n = len(evaluations.values)
+            trial = study.ask(dists)
+            value = evaluations(trial.params)
+            length = math.exp(random.Random(f"{problem.name}-{seed}-{n}").uniform(0.0, math.log(10.0)))
+            heapq.heappush(running, (now + length, n, trial, value))
+
+        while len(evaluations.values) < min(batch, evals):
+            start(0.0)
+        while running:
+            end, _, trial, value = heapq.heappop(running)
+            tell(trial, value)
+            if len(evaluations.values) < evals:
+                start(end)
+        return {"values": evaluations.values, "objective_s": evaluations.seconds}
     while len(evaluations.values) < evals:
         trials = [study.ask(dists) for _ in range(min(batch, evals - len(evaluations.values)))]
         for trial in trials:
-            value = evaluations(trial.params)
-            if value is None:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(trial, value)
+            tell(trial, evaluations(trial.params))
     return {"values": evaluations.values, "objective_s": evaluations.seconds}
 
 
@@ -199,7 +230,8 @@ def run_task(task: tuple[str, str, int, int, int, str]) -> dict[str, Any]:
     name, sampler, batch, seed, evals, root = task
     problem = PROBLEMS[name]
     t = time.perf_counter()
-    record: dict[str, Any] = {"problem": name, "sampler": sampler, "batch": batch, "seed": seed}
+    record: dict[str, Any] = {"problem": name, "sampler": sampler, "batch": batch, "seed": seed,
+                              "scheduling": os.environ.get("ARC_BENCH_SCHEDULING", "batch")}
     try:
         out = (_run_arc(problem, batch, seed, evals, root) if sampler == "arc"
                else _run_optuna(problem, sampler, batch, seed, evals))
@@ -387,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse:
         stored = {(r["problem"], r["sampler"], r["batch"], r["seed"]): r
                   for r in json.loads(args.reuse.read_text())["runs"]
-                  if r["sampler"] in PEERS and r["error"] is None and len(r["values"]) >= budgets[-1]}
+                  if r["sampler"] in PEERS and r["error"] is None and len(r["values"]) >= budgets[-1]
+                  and r.get("scheduling", "batch") == args.scheduling}
         runs = [stored[t[:4]] for t in tasks if t[:4] in stored]
         tasks = [t for t in tasks if t[:4] not in stored]
         print(f"reusing {len(runs)} peer runs from {args.reuse}")

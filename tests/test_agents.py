@@ -241,6 +241,22 @@ def test_director_rules(toy_study):
     assert first.quotas["recovery"] == 0 and gain.quotas["recovery"] == 0
 
 
+def test_director_counts_rolling_rounds_as_cycles(toy_study):
+    """Rolling rounds hold about one trial: the recover limit counts trials_per_cycle
+    rounds for a cycle, and the exploit reason names the results window."""
+    rolling = toy_study.model_copy(update={"scheduling": "rolling"})
+    d = Director(rolling)
+    limit = rolling.budget.max_recover_cycles_without_improvement
+    per = rolling.budget.trials_per_cycle
+    assert per > 1
+    few = d.plan(_summary(stagnating=True, modes=["explore"] + ["recover"] * limit))
+    assert few.mode == StrategyMode.RECOVER
+    tired = d.plan(_summary(stagnating=True, modes=["explore"] + ["recover"] * (limit * per)))
+    assert tired.mode == StrategyMode.EXPLORE and "did not help" in tired.reason
+    gain = d.plan(_summary(recent_improvement=0.05))
+    assert gain.mode == StrategyMode.EXPLOIT and f"last {per} results" in gain.reason
+
+
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
 def test_director_thresholds_are_scale_free_unless_given_in_metric_units(toy_study, scale):
     """The same history in other units (a residual near 1e-6, a loss in the thousands)

@@ -127,6 +127,11 @@ def test_recent_improvement_and_cycle_summaries():
     assert cycles[1]["n_failed"] == 1 and cycles[1]["best_value"] == 0.55 and not cycles[1]["improved"]
     assert cycles[2]["improved"] and cycles[2]["best_so_far"] == 0.7
     assert analysis.recent_improvement(_table(rows[:2]), "auc", "max") is None  # one cycle only
+    # rolling rounds: the last `window` results in history order, whatever their cycles
+    assert analysis.recent_improvement(t, "auc", "max", window=2) == pytest.approx(0.1)  # 0.55, 0.7 vs 0.6
+    assert analysis.recent_improvement(t, "auc", "max", window=3) == pytest.approx(0.2)  # 0.6.. vs 0.5
+    assert analysis.recent_improvement(t, "auc", "min", window=1) == pytest.approx(0.0)
+    assert analysis.recent_improvement(t, "auc", "max", window=4) is None  # nothing before the window
 
 
 def test_failures_and_resources():

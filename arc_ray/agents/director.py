@@ -60,6 +60,10 @@ class Director(Agent):
     4. the last cycle improved the best by at least the exploit gain → exploit;
     5. otherwise explore.
 
+    With ``scheduling: rolling`` a round holds about one trial, so "the last cycle" in
+    rule 4 is the last ``budget.trials_per_cycle`` results, and rule 3 counts that many
+    recover rounds as one recover cycle.
+
     Args:
         study: the study.
         name: its name in the collective.
@@ -90,8 +94,10 @@ class Director(Agent):
             reason = f"all {summary.n_failed} trials so far failed: try safer settings and the baseline"
         elif summary.stagnating:
             limit = self.study.budget.max_recover_cycles_without_improvement
-            recent = summary.modes[-limit:]
-            if len(recent) >= limit and all(m == StrategyMode.RECOVER.value for m in recent):
+            # a rolling round holds about one trial: trials_per_cycle rounds make a cycle
+            rounds = limit * (self.study.budget.trials_per_cycle if self.study.scheduling == "rolling" else 1)
+            recent = summary.modes[-rounds:]
+            if len(recent) >= rounds and all(m == StrategyMode.RECOVER.value for m in recent):
                 mode = StrategyMode.EXPLORE
                 reason = (f"stagnating, and {limit} recover cycles in a row did not help: "
                           "explore elsewhere")
@@ -102,7 +108,9 @@ class Director(Agent):
         elif summary.recent_improvement is not None and summary.recent_improvement > 0 \
                 and summary.recent_improvement >= exploit_gain:
             mode = StrategyMode.EXPLOIT
-            reason = (f"the last cycle improved {summary.metric} by {summary.recent_improvement:.4g} "
+            last = ("the last cycle" if self.study.scheduling != "rolling"
+                    else f"the last {self.study.budget.trials_per_cycle} results")
+            reason = (f"{last} improved {summary.metric} by {summary.recent_improvement:.4g} "
                       f"(≥ {exploit_gain:.3g}): exploit around the best")
         else:
             mode = StrategyMode.EXPLORE

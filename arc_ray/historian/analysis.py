@@ -275,10 +275,20 @@ def spread(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = Non
 
 def recent_improvement(table: pa.Table, metric: str, mode: str, *,
                        frame: Frame | None = None,
-                       constraints: Sequence[OutcomeConstraint] = ()) -> float | None:
-    """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best."""
+                       constraints: Sequence[OutcomeConstraint] = (),
+                       window: int | None = None) -> float | None:
+    """How much the last cycle raised the best (≥ 0), or ``None`` with no earlier best.
+
+    ``window``: instead of the last cycle, the last ``window`` completed experiments in
+    history order (rolling decisions, whose rounds hold about one trial each, compare a
+    cycle's worth of results, as a batch cycle does).
+    """
     fr = _frame(table, frame)
     sc = scored(table, metric, mode, frame=fr, constraints=constraints)
+    if window is not None:
+        if window < 1 or sc.scores.size <= window:
+            return None
+        return float(max(sc.scores[-window:].max() - sc.scores[:-window].max(), 0.0))
     cycles = fr.floats(CYCLE_ID)
     if sc.rows.size == 0 or not np.isfinite(cycles).any():
         return None

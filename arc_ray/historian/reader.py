@@ -280,7 +280,9 @@ class HistoryReader:
             "spread": (spread := analysis.spread(t, s.metric, s.mode, frame=fr, constraints=oc)),
             "stagnation": analysis.stagnation(t, s.metric, s.mode, d.gains(spread)[0],
                                               d.stagnation_window, frame=fr, constraints=oc),
-            "recent_improvement": analysis.recent_improvement(t, s.metric, s.mode, frame=fr, constraints=oc),
+            "recent_improvement": analysis.recent_improvement(
+                t, s.metric, s.mode, frame=fr, constraints=oc,
+                window=s.budget.trials_per_cycle if s.scheduling == "rolling" else None),
             "n_feasible": int(analysis.feasible_rows(t, oc, frame=fr).sum()) if oc else None,
             "patterns": analysis.find_patterns(t, s.metric, s.mode, s.search_space.names, frame=fr),
             "constraints": analysis.learn_constraints(
