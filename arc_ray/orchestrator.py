@@ -261,9 +261,9 @@ class Orchestrator:
         decided = self.collective.decide(cycle_id, summary, trials)
         decisions = list(decided.decisions)  # the supervisor already capped them to budget.max_trials
         if slots is not None:
-            from arc_ray.rolling import limit_to_slots
+            from arc_ray.rolling import limit_to_slots, proposer_counts
 
-            decisions = limit_to_slots(decisions, slots)
+            decisions = limit_to_slots(decisions, slots, decided.strategy.quotas, proposer_counts(trials))
         t2 = time.perf_counter()
         self._emit(cycle_id, "decided", message=count_outcomes(decisions))
         self._save_strategy(cycle_id, decided.strategy)

@@ -39,7 +39,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from arc_ray.records import (CycleReport, Decision, DecisionOutcome, JobStatus, RunReport, StopReason,
                              TrialResult, count_statuses)
@@ -60,27 +60,62 @@ logger = logging.getLogger(__name__)
 AHEAD_IDLE_SHARE = 0.01
 
 
-def limit_to_slots(decisions: list[Decision], slots: int) -> list[Decision]:
-    """Veto, in rank order, the decisions to run beyond ``slots`` (a rolling round's quota).
+def _proposer(d: Decision) -> str:
+    return d.proposal.proposer if d.proposal is not None else "unknown"
+
+
+def limit_to_slots(decisions: list[Decision], slots: int, quotas: Mapping[str, int] | None = None,
+                   ran: Mapping[str, int] | None = None) -> list[Decision]:
+    """Keep ``slots`` of the round's runnable decisions; veto the others (``scheduler``).
+
+    Which ones: each slot goes to the proposer furthest below its share of the trials
+    (its share of the round's ``quotas``, against ``ran``: the trials each proposer has
+    run so far, in flight included), the best ranked of its decisions; ties and no
+    quotas → rank order. A batch cycle runs most of its proposals, so its trials
+    follow the director's mix; a round of one slot would otherwise run only the
+    critic's favourite (measured: the surrogate's picks, which maximise the critic's own
+    acquisition, took 2 of 3 slots and search quality dropped).
 
     Args:
         decisions: the round's decisions, best ranked first.
         slots: free trial slots.
+        quotas: proposer → proposals asked of it this round (the director's mix).
+        ran: proposer → trials run so far.
 
     Returns:
-        the decisions, those beyond the free slots turned into vetoes by ``scheduler``.
+        the decisions in their order, those not kept turned into vetoes by ``scheduler``.
     """
-    left, out = slots, []
-    for d in decisions:
-        if d.outcome.runs():
-            if left <= 0:
-                d = d.model_copy(update={
-                    "outcome": DecisionOutcome.VETOED, "decided_by": "scheduler",
-                    "reason": f"no free trial slot in this rolling round of {slots} (was: {d.reason})"})
-            else:
-                left -= 1
-        out.append(d)
-    return out
+    runnable = [d for d in decisions if d.outcome.runs()]
+    shares = {p: q for p, q in (quotas or {}).items() if q > 0}
+    total = sum(shares.values())
+    counts = dict(ran or {})
+    n = sum(counts.values())
+    kept: set[str] = set()
+    for _ in range(min(slots, len(runnable))):
+        def deficit(d: Decision) -> float:
+            p = _proposer(d)
+            return shares.get(p, 0) / total * (n + 1) - counts.get(p, 0) if total else 0.0
+
+        left = [d for d in runnable if d.experiment_id not in kept]
+        best = max(deficit(d) for d in left)
+        pick = next(d for d in left if deficit(d) >= best - 1e-9)  # the best ranked of them
+        kept.add(pick.experiment_id)
+        counts[_proposer(pick)] = counts.get(_proposer(pick), 0) + 1
+        n += 1
+    return [d if not d.outcome.runs() or d.experiment_id in kept else d.model_copy(update={
+        "outcome": DecisionOutcome.VETOED, "decided_by": "scheduler",
+        "reason": f"no free trial slot in this rolling round of {slots} (was: {d.reason})"}) for d in decisions]
+
+
+def proposer_counts(trials: "pa.Table") -> dict[str, int]:
+    """Trials per proposer in a trials table (rows without a proposer are not counted)."""
+    from collections import Counter
+
+    from arc_ray.historian.schema import PROPOSER
+
+    if PROPOSER not in trials.column_names:
+        return {}
+    return dict(Counter(p for p in trials.column(PROPOSER).to_pylist() if p))
 
 
 def with_pending(trials: "pa.Table", summary: "HistorySummary",
@@ -97,7 +132,7 @@ def with_pending(trials: "pa.Table", summary: "HistorySummary",
     from arc_ray.historian.schema import trials_to_table
 
     rows = [TrialResult(experiment_id=j.experiment_id, cycle_id=j.cycle_id, status=JobStatus.RUNNING,
-                        config=j.config, resources=j.resources) for j in pending]
+                        config=j.config, resources=j.resources, proposer=j.proposer) for j in pending]
     summary = summary.model_copy(update={"n_trials": summary.n_trials + len(rows)})
     extra = trials_to_table(rows)
     if trials.num_rows == 0 and not trials.column_names:
@@ -349,4 +384,4 @@ class RollingLoop:
         return len(pending)
 
 
-__all__ = ["RollingLoop", "limit_to_slots", "with_pending"]
+__all__ = ["RollingLoop", "limit_to_slots", "proposer_counts", "with_pending"]

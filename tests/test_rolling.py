@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from arc_ray.records import Decision, DecisionOutcome, HistorySummary, JobStatus, Resources, TrialResult
-from arc_ray.rolling import limit_to_slots, with_pending
+from arc_ray.rolling import limit_to_slots, proposer_counts, with_pending
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +85,30 @@ def test_limit_to_slots_vetoes_the_lower_ranked_approvals():
     assert out[3].decided_by == "scheduler" and "no free trial slot" in out[3].reason
 
 
+def _proposed(eid: str, proposer: str) -> Decision:
+    from arc_ray.records import Proposal
+
+    return _decision(eid).model_copy(update={"proposal": Proposal(experiment_id=eid, proposer=proposer)})
+
+
+def test_a_rounds_slots_follow_the_directors_mix_not_only_the_critics_rank():
+    """One free slot: the best-ranked decision of the proposer furthest below its share
+    of the quotas runs; with the shares met, rank order decides."""
+    ranked = [_proposed("s1", "surrogate"), _proposed("s2", "surrogate"), _proposed("b1", "bayesian"),
+              _proposed("b2", "bayesian")]
+    quotas = {"surrogate": 3, "bayesian": 3, "explorer": 0}
+    behind = limit_to_slots(ranked, 1, quotas, {"surrogate": 6, "bayesian": 2})
+    assert [d.experiment_id for d in behind if d.outcome.runs()] == ["b1"]
+    assert all(d.decided_by == "scheduler" for d in behind if not d.outcome.runs())
+    even = limit_to_slots(ranked, 1, quotas, {"surrogate": 4, "bayesian": 4})
+    assert [d.experiment_id for d in even if d.outcome.runs()] == ["s1"]
+    two = limit_to_slots(ranked, 2, quotas, {"surrogate": 4, "bayesian": 4})
+    assert [d.experiment_id for d in two if d.outcome.runs()] == ["s1", "b1"]
+    # the order of the decisions is kept; nothing beyond the slots runs
+    assert [d.experiment_id for d in two] == ["s1", "s2", "b1", "b2"]
+    assert sum(d.outcome.runs() for d in limit_to_slots(ranked, 9, quotas, {})) == 4
+
+
 def test_decided_experiments_wait_for_a_slot_only_when_decisions_are_long_against_trials(toy_study):
     """Sleep trials of seconds against a decision of 0.5 s: experiments are decided ahead
     (a burst's worth); minutes-long trials: none, the round waits for the result that
@@ -112,13 +136,14 @@ def test_with_pending_shows_in_flight_trials_as_running_rows():
     done = trials_to_table([TrialResult(experiment_id="c0001-a", cycle_id=1, status=JobStatus.COMPLETED,
                                         config={"x": 0.5, "model": "small"}, metrics={"score": 0.7})])
     job = Job(experiment_id="c0002-b", cycle_id=2, config={"x": 0.25, "model": "large"},
-              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING)
+              resources=Resources(cpu=1, gpu=0), status=JobStatus.RUNNING, proposer="bayesian")
     summary = HistorySummary(study="s", metric="score", mode="max", n_trials=1, n_completed=1)
     trials, seen = with_pending(done, summary, [job])
     assert seen.n_trials == 2 and summary.n_trials == 1
     rows = trials.to_pylist()
     assert [(r["experiment_id"], r["status"]) for r in rows] == [("c0001-a", "COMPLETED"), ("c0002-b", "RUNNING")]
     assert rows[1]["config.x"] == 0.25
+    assert proposer_counts(trials) == {"bayesian": 1}  # the stored row names no proposer
     empty, _ = with_pending(pa.table({}), summary, [job])
     assert empty.num_rows == 1
 

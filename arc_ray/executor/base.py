@@ -53,6 +53,7 @@ class Job(BaseModel):
     resources: Resources  # what the trial asks of the cluster
     status: JobStatus = JobStatus.PENDING
     tune_experiment: str | None = None  # its Tune experiment's folder under study.tune_dir (Tune only)
+    proposer: str | None = None  # the agent that proposed it, where the decision said
 
 
 class Executor(abc.ABC):

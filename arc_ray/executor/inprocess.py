@@ -86,7 +86,7 @@ class InProcessExecutor(Executor):
                 if not p.held:
                     self._jobs[p.experiment_id] = Job(experiment_id=p.experiment_id, cycle_id=cycle_id,
                                                       config=p.config, resources=p.resources,
-                                                      status=JobStatus.QUEUED)
+                                                      status=JobStatus.QUEUED, proposer=p.meta.get("proposer"))
                     self._meta[p.experiment_id] = p.meta
                     self._queue.put(p.experiment_id)
                 out.append(self._jobs[p.experiment_id].model_copy(deep=True))

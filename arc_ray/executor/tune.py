@@ -546,7 +546,8 @@ class TrainingExecutor(Executor):
         with self._cond:
             j = self._jobs[experiment_id]
             return Job(experiment_id=j.experiment_id, cycle_id=j.cycle_id, config=dict(j.config),
-                       resources=j.resources, status=j.status, tune_experiment=j.run_name)
+                       resources=j.resources, status=j.status, tune_experiment=j.run_name,
+                       proposer=j.meta.get("proposer"))
 
 
 def _cycle_run_names(tune_dir: str, cycle_id: int) -> list[str]:
