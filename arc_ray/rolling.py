@@ -11,8 +11,8 @@ decides a small *round* for just those slots while the other trials run on:
   which round decided it);
 - the agents see the in-flight trials as RUNNING rows of the trials table, so the
   supervisor refuses duplicates of them, and they count against ``budget.max_trials``
-  (:func:`with_pending`); approvals beyond the free slots are vetoed
-  (:func:`limit_to_slots`);
+  (:func:`with_pending`); the free slots go to the approvals of the proposers furthest
+  below their share of the director's mix, the others are vetoed (:func:`limit_to_slots`);
 - each result is stored the moment its trial ends (integration is idempotent per
   experiment), and a round's ``cycles`` row is logged when its last trial is stored;
 - the stop rules (target, budgets, stagnation) are checked before every round, i.e.
