@@ -216,7 +216,10 @@ class ParamSpec(BaseModel):
         assert self.low is not None and self.high is not None
         lo, hi = float(self.low), float(self.high)
         if self.log:
-            x = np.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+            # math.exp per element, not np.exp: numpy's SIMD exp can differ from libm's in
+            # the last bit on some CPUs, and these values must be the ones from_unit gives.
+            x = np.array([math.exp(v) for v in (math.log(lo) + u * (math.log(hi) - math.log(lo))).tolist()],
+                         dtype=float)
         else:
             x = lo + u * (hi - lo)
         if self.type == "int":
