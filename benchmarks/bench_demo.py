@@ -66,9 +66,11 @@ def main() -> None:
                   f"{'improved' if improved else 'no gain'} after cycle 1  ({wall:.0f} s)", flush=True)
     ray.shutdown()
     share = sum(r["improved"] for r in rows) / len(rows)
-    gains = [r["bests"][-1] - r["bests"][0] for r in rows if r["bests"][0] is not None and r["bests"][-1] is not None]
+    gains = [base.sign * (r["bests"][-1] - r["bests"][0]) for r in rows
+             if r["bests"][0] is not None and r["bests"][-1] is not None]
+    gain = f"{statistics.median(gains):+.4f}" if gains else "n/a"
     print(f"improved after cycle 1: {sum(r['improved'] for r in rows)}/{len(rows)} seeds; "
-          f"median gain {statistics.median(gains):+.4f}; median wall {statistics.median(r['wall_s'] for r in rows):.0f} s")
+          f"median gain {gain}; median wall {statistics.median(r['wall_s'] for r in rows):.0f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     print(f"headline: demo_improves_after_cycle1={share:.2f}")
