@@ -7,6 +7,7 @@ overlaps are measured from the trials' own event lines (``events_file``).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -145,6 +146,28 @@ def test_failures_end_as_data_with_their_class(ray_session, toy_study, make_exec
     assert starts == [0, 1] and results["exit"].iterations == 3
     # a raising trainable is not retried (failures are data, not worker deaths)
     assert (Path(study.tune_dir) / "cycle_0002" / "arc" / "results" / "crash.json").is_file()
+
+
+@pytest.mark.ray
+def test_resume_before_tunes_first_state_runs_the_trials_afresh(ray_session, toy_study, make_executor):
+    """A driver killed after Tune wrote tuner.pkl but before its first experiment state
+    (the chaos test hit it): Tune's restore of such a folder lost every trial's config
+    (all FAILED with KeyError 'arc_trial'); the new driver must run them afresh."""
+    ex = make_executor(toy_study)
+    ex.submit_batch([runnable(toy_study, "a", cycle=2, epochs=1), runnable(toy_study, "b", cycle=2, epochs=1)],
+                    cycle_id=2)
+    assert wait_for(ex, ["a", "b"], timeout=120) == {"a": JobStatus.COMPLETED, "b": JobStatus.COMPLETED}
+    ex.shutdown(timeout=30)
+    run_dir = Path(toy_study.tune_dir) / "cycle_0002"
+    assert (run_dir / "tuner.pkl").exists()
+    # what a kill in between leaves: tuner.pkl and ARC's manifest; no Tune state, no results
+    for state in run_dir.glob("experiment_state-*.json"):
+        state.unlink()
+    shutil.rmtree(run_dir / "arc" / "results")
+    again = make_executor(toy_study)
+    assert sorted(j.experiment_id for j in again.resume(2)) == ["a", "b"]
+    assert wait_for(again, ["a", "b"], timeout=120) == {"a": JobStatus.COMPLETED, "b": JobStatus.COMPLETED}
+    assert again.collect_results("a").metrics["score"] == ex.collect_results("a").metrics["score"]
 
 
 @pytest.mark.ray

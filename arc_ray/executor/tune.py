@@ -395,14 +395,19 @@ class TrainingExecutor(Executor):
         if not unfinished:
             return
         tuner = None
-        if tune.Tuner.can_restore(uri):
+        # Tune writes tuner.pkl (what can_restore looks for) before its first experiment
+        # state: a driver killed in between leaves a folder Tune "restores" into trials
+        # without their configs (KeyError 'arc_trial' in every one). Only a saved state
+        # is restored; otherwise the unfinished trials start afresh, below.
+        state_saved = any(n.startswith("experiment_state-") for n in store.list_json(""))
+        if state_saved and tune.Tuner.can_restore(uri):
             try:
                 tuner = tune.Tuner.restore(uri, trainable=self._trainable(), resume_unfinished=True,
                                            resume_errored=False, restart_errored=False)
             except Exception:  # a damaged Tune state must not stop the study
                 logger.exception("cannot restore %s; its %d unfinished trials start over", uri,
                                  len(unfinished))
-        if tuner is None:  # killed before Tune saved any state (or it is unreadable)
+        if tuner is None:  # killed before Tune saved its state (or it is unreadable)
             tuner = self._new_tuner(run, unfinished)
         self._start(run, tuner)
 
