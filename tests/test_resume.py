@@ -63,7 +63,9 @@ DRIVER = textwrap.dedent("""
             return
         if hold == "progress" and event.counts.get("running", 0) < 1:
             return
-        Path(marker).write_text(f"{event.cycle_id} {dict(event.counts)}")
+        # written aside, then renamed: the test must never read a marker that exists but is empty
+        Path(marker + ".part").write_text(f"{event.cycle_id} {dict(event.counts)}")
+        Path(marker + ".part").replace(marker)
         time.sleep(3600)  # killed here
 
     orch = Orchestrator(StudyConfig.from_yaml(config), address=address, on_event=hook)

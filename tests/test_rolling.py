@@ -60,7 +60,9 @@ DRIVER = textwrap.dedent("""
     def hook(event):
         if event.phase != hold or event.cycle_id < after:
             return
-        Path(marker).write_text(f"{event.cycle_id} {event.message}")
+        # written aside, then renamed: the test must never read a marker that exists but is empty
+        Path(marker + ".part").write_text(f"{event.cycle_id} {event.message}")
+        Path(marker + ".part").replace(marker)
         time.sleep(3600)  # killed here
 
     orch = Orchestrator(StudyConfig.from_yaml(config), address=address, on_event=hook)
