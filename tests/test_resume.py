@@ -52,9 +52,9 @@ proposers: {{enabled: [bayesian, explorer], proposals_per_cycle: 4}}
 
 DRIVER = textwrap.dedent("""
     import sys, time
-    from pathlib import Path
     from arc_ray.study import StudyConfig
     from arc_ray.orchestrator import Orchestrator
+    from arc_ray.storage import atomic_write_text
 
     config, address, hold, marker = sys.argv[1:5]
 
@@ -63,9 +63,8 @@ DRIVER = textwrap.dedent("""
             return
         if hold == "progress" and event.counts.get("running", 0) < 1:
             return
-        # written aside, then renamed: the test must never read a marker that exists but is empty
-        Path(marker + ".part").write_text(f"{event.cycle_id} {dict(event.counts)}")
-        Path(marker + ".part").replace(marker)
+        # atomically: the test must never read a marker that exists but is empty
+        atomic_write_text(marker, f"{event.cycle_id} {dict(event.counts)}")
         time.sleep(3600)  # killed here
 
     orch = Orchestrator(StudyConfig.from_yaml(config), address=address, on_event=hook)

@@ -50,9 +50,9 @@ proposers: {{enabled: [bayesian, explorer], proposals_per_cycle: 3}}
 
 DRIVER = textwrap.dedent("""
     import sys, time
-    from pathlib import Path
     from arc_ray.study import StudyConfig
     from arc_ray.orchestrator import Orchestrator
+    from arc_ray.storage import atomic_write_text
 
     config, address, hold, after, marker = sys.argv[1:6]
     after = int(after)
@@ -60,9 +60,8 @@ DRIVER = textwrap.dedent("""
     def hook(event):
         if event.phase != hold or event.cycle_id < after:
             return
-        # written aside, then renamed: the test must never read a marker that exists but is empty
-        Path(marker + ".part").write_text(f"{event.cycle_id} {event.message}")
-        Path(marker + ".part").replace(marker)
+        # atomically: the test must never read a marker that exists but is empty
+        atomic_write_text(marker, f"{event.cycle_id} {event.message}")
         time.sleep(3600)  # killed here
 
     orch = Orchestrator(StudyConfig.from_yaml(config), address=address, on_event=hook)
