@@ -43,7 +43,7 @@ def _reference(trainable: Callable[..., Any]) -> str:
 
 def default_baseline(space: SearchSpace) -> dict[str, Any]:
     """A baseline in the middle of the search space (log-middle for log parameters)."""
-    return unflatten_config({name: spec.from_unit(0.5) for name, spec in space.params.items()})
+    return unflatten_config(space.middle())
 
 
 def make_study(trainable: Callable[..., Any] | str, search_space: SearchSpace | Mapping[str, Any],

@@ -321,6 +321,10 @@ class SearchSpace(BaseModel):
     def names(self) -> list[str]:
         return list(self.params)
 
+    def middle(self) -> dict[str, Any]:
+        """Each parameter at the middle of its range (log-middle on log scales), flat."""
+        return {name: spec.from_unit(0.5) for name, spec in self.params.items()}
+
     def __contains__(self, name: object) -> bool:
         return name in self.params
 

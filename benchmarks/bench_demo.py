@@ -10,8 +10,9 @@ the best after each cycle and whether the best after cycle 1 was beaten later.
 Prints the share of seeds whose best improved after cycle 1 and
 ``headline: demo_improves_after_cycle1=<share>``.
 
-Run: ``.venv/bin/python benchmarks/bench_demo.py [--seeds 3] [--cycles 3]`` (about 3-4 min
-a seed on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/bench_demo.py [--seeds 3] [--cycles 3] [--keep DIR]``
+(about 4-7 min a seed on 2 CPU cores; ``--keep`` leaves each seed's history in ``DIR``
+for ``arc report``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--cycles", type=int, default=3)
     ap.add_argument("--out", help="write the per-seed results as JSON here")
+    ap.add_argument("--keep", help="keep each seed's history under this folder (default: a temporary one)")
     args = ap.parse_args()
 
     import ray
@@ -48,7 +50,8 @@ def main() -> None:
     base = StudyConfig.from_yaml(args.config)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_demo-") as scratch:
+        tmp = args.keep or scratch
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             study = base.model_copy(update={"seed": seed, "name": f"{base.name}_seed{seed}",
                                             "storage": str(Path(tmp) / f"seed{seed}")})

@@ -144,6 +144,16 @@ def _run_arc(problem: Problem, batch: int, seed: int, evals: int, root: str) -> 
                         name=f"{problem.name}-b{batch}-s{seed}", storage=storage, seed=seed,
                         # max_cycles: a guard against cycles that run nothing, never reached otherwise
                         budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
+        if os.environ.get("ARC_BENCH_BASELINE", "middle") == "random":
+            # --baseline random: the study declares a baseline, one uniform draw per problem
+            # and seed (an arbitrary user's start, not a good one); the peers never see it
+            from arc_ray.space import SearchSpace, unflatten_config
+
+            space = SearchSpace.from_mapping(problem.space)
+            import numpy as np
+
+            draw = np.random.default_rng([seed, *problem.name.encode()]).random(len(space.names))
+            settings["baseline"] = unflatten_config(space.from_unit_row(space.names, draw))
         if os.environ.get("ARC_BENCH_SCHEDULING", "batch") == "rolling":
             # --scheduling rolling: ``batch`` trial slots in virtual time (_virtual_slots.py),
             # a round decided whenever slots free up, the trials in flight pending
@@ -403,8 +413,12 @@ def main(argv: list[str] | None = None) -> int:
                         "with ARC) from this earlier raw results JSON where it has them; run only the rest")
     parser.add_argument("--scheduling", choices=["batch", "rolling"], default="batch",
                         help="ARC's scheduling (rolling: a round per freed slot, the batch size as slots)")
+    parser.add_argument("--baseline", choices=["middle", "random"], default="middle",
+                        help="ARC's baseline: the space's middle (make_study's default, as declared by no "
+                             "one) or a declared one drawn at random per problem and seed")
     args = parser.parse_args(argv)
     os.environ["ARC_BENCH_SCHEDULING"] = args.scheduling  # the spawned workers inherit it
+    os.environ["ARC_BENCH_BASELINE"] = args.baseline
     problems = _problem_names(args.problems or (QUICK_PROBLEMS if args.quick else list(PROBLEMS)))
     seeds = args.seeds or (3 if args.quick else 10)
     budgets = sorted(args.budgets or ([20, 40] if args.quick else [20, 40, 100]))

@@ -214,7 +214,7 @@ def test_history_view_reads_config_json_when_columns_are_missing(toy_study):
 
 
 def _summary(**kw: Any) -> HistorySummary:
-    base = dict(study="toy", metric="score", mode="max", n_trials=8, n_completed=8, n_cycles=3, metric_spread=0.2)
+    base = dict(study="toy", metric="score", mode="max", n_trials=40, n_completed=40, n_cycles=3, metric_spread=0.2)
     base.update(kw)
     return HistorySummary(**base)
 
@@ -236,6 +236,18 @@ def test_director_rules(toy_study):
     assert gain.mode == StrategyMode.EXPLOIT and "0.05" in gain.reason
     small = d.plan(_summary(recent_improvement=0.001))
     assert small.mode == StrategyMode.EXPLORE
+    # fewer completed trials than the world model needs: around a declared baseline the
+    # director exploits; around the space's middle (no one's start) it explores
+    from arc_ray.agents.surrogate import startup_size
+    from arc_ray.api import default_baseline
+
+    need = startup_size(len([n for n in toy_study.search_space.names if n not in toy_study.proposers.exclude]))
+    early = d.plan(_summary(recent_improvement=0.001, n_trials=need - 1, n_completed=need - 1))
+    assert early.mode == StrategyMode.EXPLOIT and "declared its baseline" in early.reason
+    assert d.plan(_summary(recent_improvement=0.001, n_trials=need, n_completed=need)).mode == StrategyMode.EXPLORE
+    middle = toy_study.model_copy(update={"baseline": {**toy_study.baseline, **default_baseline(toy_study.search_space)}})
+    assert Director(middle).plan(_summary(recent_improvement=0.001, n_trials=need - 1,
+                                          n_completed=need - 1)).mode == StrategyMode.EXPLORE
     for s in (first, failed, stag, gain):
         assert sum(s.quotas.values()) == toy_study.proposers.proposals_per_cycle
     assert first.quotas["recovery"] == 0 and gain.quotas["recovery"] == 0
@@ -345,13 +357,50 @@ def test_agents_of_one_cycle_share_one_world_model_fit(toy_study):
     np.testing.assert_allclose(own.predict_mean_std(configs), critic_wm.predict_mean_std(configs))
 
 
+def test_surrogate_start_up_moves_one_parameter_of_the_best_only_for_a_declared_baseline(toy_study):
+    from arc_ray.agents.surrogate import SurrogateProposer
+    from arc_ray.api import default_baseline
+
+    results = make_results(toy_study, 3, seed=4)
+    ctx = context(toy_study, results, quota=4)
+    view = ctx.history()
+    best = view.flat_config(view.best_index())
+    props = SurrogateProposer(toy_study).propose(ctx)
+    near = [p for p in props if "near the best config" in p.rationale]
+    assert len(near) == 4 and len(props) == 4
+    changed_params = set()
+    for p in near:
+        flat = {**flatten_config(toy_study.baseline), **flatten_config(p.changes)}
+        changed = [k for k in best if flat[k] != best[k]]
+        assert len(changed) == 1, changed  # exactly one parameter of the best moved
+        changed_params.add(changed[0])
+    assert len(changed_params) == 4  # never the same parameter twice in a round
+    assert_valid_proposals(toy_study, props)
+    # those four ran and lost to the best: the next round moves the three others first
+    worst = min(r.metrics["score"] for r in results)
+    ran = [TrialResult(experiment_id=f"n{i}", cycle_id=1, status=JobStatus.COMPLETED, duration_s=30.0,
+                       config=unflatten_config({**flatten_config(toy_study.baseline), **flatten_config(p.changes)}),
+                       metrics={"score": worst - 1.0}) for i, p in enumerate(props)]
+    again = SurrogateProposer(toy_study).propose(context(toy_study, results + ran, quota=3, cycle_id=6))
+    moved = set()
+    for p in again:
+        flat = {**flatten_config(toy_study.baseline), **flatten_config(p.changes)}
+        moved.update(k for k in best if flat[k] != best[k])
+    assert len(again) == 3 and moved == set(best) - set(toy_study.proposers.exclude) - changed_params
+    # the space's middle as the baseline (make_study's default) is no declared start: all Sobol
+    middle = toy_study.model_copy(update={"baseline": {**toy_study.baseline, **default_baseline(toy_study.search_space)}})
+    props = SurrogateProposer(middle).propose(context(middle, make_results(middle, 3, seed=4), quota=4))
+    assert len(props) == 4 and all("start-up design (Sobol)" in p.rationale for p in props)
+
+
 def test_surrogate_maximises_the_world_model_and_spreads_its_batch(toy_study):
     from arc_ray.agents.surrogate import MIN_OBSERVATIONS, SurrogateProposer
 
     early = SurrogateProposer(toy_study).propose(context(toy_study, make_results(toy_study, MIN_OBSERVATIONS - 1),
                                                          quota=3))
-    # too few trials for the model: its share is a start-up design, not lost
-    assert len(early) == 3 and all("start-up design (Sobol)" in p.rationale for p in early)
+    # too few trials for the model: its share is a start-up design, not lost; the toy
+    # study declares its baseline, so it changes one parameter of the best at a time
+    assert len(early) == 3 and all("near the best config" in p.rationale for p in early)
     assert_valid_proposals(toy_study, early)
     results = make_results(toy_study, 30, seed=1)
     ctx = context(toy_study, results, quota=4)

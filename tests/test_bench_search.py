@@ -107,3 +107,27 @@ def test_virtual_slots_reveal_results_in_the_order_trials_end(tmp_path):
         assert all(s == JobStatus.COMPLETED for s in ex.poll(ends).values())
     finally:
         ex.shutdown()
+
+
+def test_baseline_random_declares_a_drawn_baseline_per_problem_and_seed(monkeypatch, tmp_path):
+    """``--baseline random``: ARC's study declares a baseline drawn per problem and seed
+    (not the space's middle), the same draw for the same pair."""
+    import arc_ray
+    from arc_ray.space import SearchSpace, flatten_config
+
+    declared = []
+    real = arc_ray.run_study
+
+    def recording(trainable, **settings):
+        declared.append(flatten_config(settings["baseline"]))
+        return real(trainable, **settings)
+
+    monkeypatch.setattr(arc_ray, "run_study", recording)
+    monkeypatch.setenv("ARC_BENCH_BASELINE", "random")
+    p = problems.PROBLEMS["branin_cat"]
+    for seed in (0, 0, 1):
+        out = bench._run_arc(p, 4, seed, 4, str(tmp_path))
+        assert len(out["values"]) == 4
+    middle = SearchSpace.from_mapping(p.space).middle()
+    assert declared[0] == declared[1] != declared[2]
+    assert all(any(d[k] != middle[k] for k in middle) for d in declared)

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from scipy.stats import spearmanr
+from sklearn.gaussian_process import GaussianProcessRegressor
 
 from arc_ray.errors import ConfigValidationError, HistoryError
 from arc_ray.records import Prediction
@@ -111,6 +112,24 @@ def test_forecasts_rank_and_cover_unseen_configs_after_40_observations():
     coverage = np.mean(np.abs(outcome - mean) <= 1.6448536 * std)  # the central 90 % interval
     assert 0.80 <= coverage <= 0.97
     assert model.std_scale >= 1.0
+
+
+def test_std_is_not_rescaled_from_a_handful_of_trials(monkeypatch):
+    """Leave-one-out on 3-7 trials (folds of 2-6 in a 7-column space) measures nothing
+    about calibration: such a scale made the critic's EI chase the farthest configs."""
+    from arc_ray.world_model._model import _MIN_CALIBRATION
+
+    rng = np.random.default_rng(3)
+    for n in (3, 5, _MIN_CALIBRATION - 1):
+        _, table = history(rng, n)
+        model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)
+        assert not model.is_prior and model.std_scale == 1.0
+    folds = []  # from _MIN_CALIBRATION trials on, the scale is measured by cross-validation again
+    fit = GaussianProcessRegressor.fit
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", lambda self, X, y: (folds.append(len(y)), fit(self, X, y))[1])
+    _, table = history(rng, _MIN_CALIBRATION)
+    assert WorldModel(seed=0).fit(table, SPACE, "auc", 1.0).std_scale >= 1.0
+    assert folds.count(_MIN_CALIBRATION - 1) == _MIN_CALIBRATION  # leave-one-out: a fit per held-out trial
 
 
 def test_predictions_carry_risk_and_expected_improvement():

@@ -11,6 +11,7 @@ import numpy as np
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import Agent, AgentContext, risk_cap
 from arc_ray.agents.explorer import novelty_score
+from arc_ray.agents.surrogate import declared_baseline, startup_size
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
 from arc_ray.space import flatten_config
 from arc_ray.study import StudyConfig
@@ -58,7 +59,10 @@ class Director(Agent):
        ``budget.max_recover_cycles_without_improvement`` cycles already were recover
        cycles, then explore;
     4. the last cycle improved the best by at least the exploit gain → exploit;
-    5. otherwise explore.
+    5. the study declared its baseline (not the space's middle) and fewer trials completed
+       than the world model needs (two per searched parameter) → exploit: around a
+       user's start, the best config's neighbourhood is all there is to go on;
+    6. otherwise explore.
 
     With ``scheduling: rolling`` a round holds about one trial, so "the last cycle" in
     rule 4 is the last ``budget.trials_per_cycle`` results, and rule 3 counts that many
@@ -85,6 +89,7 @@ class Director(Agent):
         stagnation_gain, exploit_gain = s.gains(summary.metric_spread)
         unit = "" if s.stagnation_threshold is not None else f" ({s.stagnation_share:g} of the spread)"
         done = summary.n_cycles
+        searched = [n for n in self.study.search_space.names if n not in self.study.proposers.exclude]
         if done < s.explore_cycles or summary.n_trials == 0:
             mode = StrategyMode.EXPLORE
             reason = (f"cycle {done + 1} of the first {s.explore_cycles} exploration cycles"
@@ -112,6 +117,11 @@ class Director(Agent):
                     else f"the last {self.study.budget.trials_per_cycle} results")
             reason = (f"{last} improved {summary.metric} by {summary.recent_improvement:.4g} "
                       f"(≥ {exploit_gain:.3g}): exploit around the best")
+        elif summary.n_completed < startup_size(len(searched)) and declared_baseline(self.study, searched):
+            mode = StrategyMode.EXPLOIT
+            reason = (f"{summary.n_completed} completed trials, fewer than the "
+                      f"{startup_size(len(searched))} the world model needs in {len(searched)} searched "
+                      "parameters, and the study declared its baseline: exploit around the best")
         else:
             mode = StrategyMode.EXPLORE
             gain = "none" if summary.recent_improvement is None else f"{summary.recent_improvement:.4g}"

@@ -27,6 +27,7 @@ from arc_ray.agents.base import AgentContext, Proposer, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
 from arc_ray.records import Proposal, ProposalType
+from arc_ray.space import flatten_config
 
 if TYPE_CHECKING:
     from arc_ray.world_model import WorldModel
@@ -41,6 +42,7 @@ REFINE_STEPS = (0.02, 0.006, 0.002)  # then moves this fine around the best-scor
 REFINE_CENTRES = 4  # candidates refined per step
 REFINE_CANDIDATES = 8  # moves per refined candidate and step
 PENALTY_RADIUS = 0.08  # RMS unit-cube distance within which a pick damps its neighbours
+NEIGHBOUR_STEPS = (0.04, 0.15)  # one-parameter moves of the best config in start-up: |step| range, unit-cube units
 MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and two per searched axis)
 FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
 REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle while small)
@@ -81,9 +83,11 @@ class SurrogateProposer(Proposer):
         view = ctx.history()
         space = self.study.search_space
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 41])
+        proposals: list[Proposal] = []
+        if declared_baseline(self.study, names) and view.best_index() is not None:
+            proposals = self._neighbours(ctx, n, names, need, rng)
         units = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31))).random_base2(
             max(1, math.ceil(math.log2(4 * n))))
-        proposals: list[Proposal] = []
         for row in units:
             if len(proposals) >= n:
                 break
@@ -95,12 +99,62 @@ class SurrogateProposer(Proposer):
                 "world model needs before it is maximised")))
         return proposals
 
+    def _neighbours(self, ctx: AgentContext, n: int, names: list[str], need: int,
+                    rng: np.random.Generator) -> list[Proposal]:
+        """Up to ``n`` configs that change one parameter of the best trial each: a
+        categorical or bool to another value, a number by 4-15 % of its (log) range either
+        way (an int by at least one). The parameters least often changed alone from the
+        best come first, none twice; no config already run."""
+        view = ctx.history()
+        space = self.study.search_space
+        best = view.best_index()
+        assert best is not None
+        start = view.flat_config(best)
+        seen = {tuple(row) for row in view.X.round(9)}
+        # the parameters least often varied alone around the best first (a coordinate
+        # search), ties in random order
+        moved = np.abs(view.X - view.unit(start)) > 1e-9
+        alone = moved.sum(axis=1) == 1
+        tries = {name: int(moved[alone, view.names.index(name)].sum()) for name in names}
+        order = sorted(rng.permutation(names), key=lambda name: tries[name])
+        proposals: list[Proposal] = []
+        for name in order:
+            if len(proposals) >= n:
+                break
+            spec, current = space[name], start[name]
+            if spec.type in ("categorical", "bool"):
+                others = [c for c in (spec.choices if spec.type == "categorical" else [False, True]) or []
+                          if c != current]
+                if not others:
+                    continue
+                value = others[int(rng.integers(len(others)))]
+            else:
+                u = spec.to_unit(current)
+                step = rng.uniform(*NEIGHBOUR_STEPS) * (1 if rng.random() < 0.5 else -1)
+                if not 0.0 <= u + step <= 1.0:
+                    step = -step
+                value = spec.from_unit(u + step)
+                if spec.type == "int" and value == current:
+                    value = int(min(max(current + (1 if step > 0 else -1), math.ceil(spec.low)), math.floor(spec.high)))
+                if value == current:
+                    continue
+            flat, notes = self.admissible({**start, name: value}, ctx)
+            if flat is None or tuple(view.unit(flat).round(9)) in seen:
+                continue
+            seen.add(tuple(view.unit(flat).round(9)))
+            proposals.append(self.proposal_of(ctx, len(proposals) + 1, flat, notes, (
+                f"start-up, near the best config ({view.ids[best]}, {self.study.metric} "
+                f"{view.values[best]:.4g}): {name} {current!r} → {value!r}; the study declared its "
+                f"baseline, so the start-up explores the best config's neighbourhood "
+                f"({view.n_completed} of the {need} completed trials the world model needs)")))
+        return proposals
+
     def propose(self, ctx: AgentContext) -> list[Proposal]:
         n, names = ctx.quota, self.searched(ctx)
         view = ctx.history()
         if n <= 0 or not names:
             return []
-        need = max(MIN_OBSERVATIONS, 2 * len(names))
+        need = startup_size(len(names))
         wm = self._world_model(ctx) if view.n_completed >= need else None
         if wm is None or wm.is_prior:
             return self._startup(ctx, n, names, need)
@@ -171,3 +225,17 @@ class SurrogateProposer(Proposer):
                 f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
                 f"best of {len(units)} candidates (Sobol, moves around the best trials, refined)")))
         return proposals
+
+
+def declared_baseline(study, names: list[str]) -> bool:
+    """Whether the study's baseline is the user's (not the space's middle, the default of
+    :func:`arc_ray.api.make_study`) on any of the searched parameters ``names``."""
+    base = flatten_config(study.baseline)
+    middle = study.search_space.middle()
+    return any(name in base and base[name] != middle[name] for name in names)
+
+
+def startup_size(n_searched: int) -> int:
+    """Completed trials before the world model is worth maximising: :data:`MIN_OBSERVATIONS`
+    and two per searched parameter."""
+    return max(MIN_OBSERVATIONS, 2 * n_searched)

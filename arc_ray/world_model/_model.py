@@ -24,7 +24,8 @@ fitted noise: a 90 % interval should hold 90 % of fresh results. With tens of tr
 marginal-likelihood hyperparameters are often overconfident (the noise comes out too
 small), so the std is scaled up by a factor from K-fold cross-validation in which each
 fold refits the hyperparameters: the 80th percentile of held-out ``|z|`` over its normal
-value 1.28, never below 1 (:attr:`WorldModel.std_scale`).
+value 1.28, never below 1 (:attr:`WorldModel.std_scale`), from 8 trials on (fewer say
+nothing about calibration).
 
 BLAS runs on one thread inside fit and predict: the matrices are at most a few hundred
 wide, where threads gain little, and on a busy machine or in a one-CPU Ray actor
@@ -85,6 +86,11 @@ logger = logging.getLogger(__name__)
 
 # Past this many points each calibration fold costs more and the estimate is steadier.
 _FEW_FOLDS_ABOVE, _FEW_FOLDS = 60, 5
+# Below this many observations the std is not rescaled: leave-one-out on a handful of
+# points (folds trained on 2-7 trials in many dimensions) measured the fold's emptiness,
+# not the model's calibration (3 trials of the 12-parameter demo study gave x3.6, so the
+# critic's expected improvement chased the farthest configs).
+_MIN_CALIBRATION = 8
 # L-BFGS iterations per optimizer start: the full fit's, and a calibration fold's (which
 # starts at the full fit's optimum). Past ~50 the likelihood only creeps along flat ridges
 # of length scales that do not matter; in trials, more changed neither ranks nor coverage.
@@ -364,6 +370,8 @@ class WorldModel:
         costs a dozen likelihood evaluations. Refitting is the point: hyperparameters
         fitted to the very points they predict are what is overconfident.
         """
+        if len(y) < _MIN_CALIBRATION:
+            return 1.0
         k = min(self.calibration_folds, len(y))
         if len(y) > _FEW_FOLDS_ABOVE:
             k = min(k, _FEW_FOLDS)
