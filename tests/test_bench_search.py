@@ -8,6 +8,7 @@ import math
 import time
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -116,18 +117,20 @@ def test_baseline_random_declares_a_drawn_baseline_per_problem_and_seed(monkeypa
     from arc_ray.space import SearchSpace, flatten_config
 
     declared = []
-    real = arc_ray.run_study
+    p = problems.PROBLEMS["branin_cat"]
 
-    def recording(trainable, **settings):
-        declared.append(flatten_config(settings["baseline"]))
-        return real(trainable, **settings)
+    def recording(trainable, **settings):  # the study ARC would run, not the run (its own tests)
+        study = arc_ray.make_study(trainable, **settings)  # raises if the baseline breaks the space
+        declared.append(flatten_config(study.baseline))
+        return SimpleNamespace(n_cycles=0, stop_reason=SimpleNamespace(value="recorded"))
 
     monkeypatch.setattr(arc_ray, "run_study", recording)
     monkeypatch.setenv("ARC_BENCH_BASELINE", "random")
-    p = problems.PROBLEMS["branin_cat"]
     for seed in (0, 0, 1):
-        out = bench._run_arc(p, 4, seed, 4, str(tmp_path))
-        assert len(out["values"]) == 4
+        bench._run_arc(p, 4, seed, 4, str(tmp_path))
+    monkeypatch.setenv("ARC_BENCH_BASELINE", "middle")
+    bench._run_arc(p, 4, 0, 4, str(tmp_path))
     middle = SearchSpace.from_mapping(p.space).middle()
     assert declared[0] == declared[1] != declared[2]
-    assert all(any(d[k] != middle[k] for k in middle) for d in declared)
+    assert all(any(d[k] != middle[k] for k in middle) for d in declared[:3])
+    assert {k: declared[3][k] for k in middle} == middle  # the default: make_study's middle
