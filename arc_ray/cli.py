@@ -224,7 +224,7 @@ def cmd_cycle(args: argparse.Namespace, out: TextIO) -> int:
 
 def _print_run(result: "RunReport", study: "StudyConfig", out: TextIO) -> None:
     print(f"stopped: {result.stop_message}", file=out)
-    print(f"{result.n_cycles} cycle(s), {result.n_trials} trial(s) in the history ({len(result.cycles)} this run, "
+    print(f"{result.n_cycles} cycle(s), {result.n_trials} trial(s) in the history ({len(result.cycles)} cycle(s) this run, "
           f"{result.duration_s:.0f} s)", file=out)
     if result.best_value is None:
         print(f"best {study.metric}: none yet", file=out)

@@ -103,7 +103,7 @@ def test_cli_run_stops_at_the_trial_budget_and_writes_the_report(study, orch, ca
                 out=out) == 0
     text = out.getvalue()
     assert "stopped: the study's budget of 6 trials is spent (6 run)" in text
-    assert "3 cycle(s), 6 trial(s) in the history (1 this run" in text
+    assert "3 cycle(s), 6 trial(s) in the history (1 cycle(s) this run" in text
     assert (tmp_path / "rep" / "report.html").is_file() and f"report: {tmp_path / 'rep'}" in text
     import ray
 
