@@ -143,9 +143,10 @@ class SurrogateProposer(Proposer):
                 if value == current:
                     continue
             flat, notes = self.admissible({**start, name: value}, ctx)
-            if flat is None or tuple(view.unit(flat).round(9)) in seen:
+            key = tuple(view.unit(flat).round(9)) if flat is not None else None
+            if key is None or key in seen:
                 continue
-            seen.add(tuple(view.unit(flat).round(9)))
+            seen.add(key)
             proposals.append(self.proposal_of(ctx, len(proposals) + 1, flat, notes, (
                 f"start-up, near the best config ({view.ids[best]}, {self.study.metric} "
                 f"{view.values[best]:.4g}): {name} {current!r} → {value!r}; the study declared its "
