@@ -358,7 +358,7 @@ def plot_parameters(data: ReportData, path: Path, top_k: int = 4) -> Path | None
             if spec.log:
                 ax.set_xscale("log")
         else:
-            labels = [str(c) for c in (spec.choices if spec.type == "categorical" else [False, True])]
+            labels = [str(c) for c in spec.values]
             pos = {lab: i for i, lab in enumerate(labels)}
             xs = np.array([pos.get(str(v), np.nan) for v in values], dtype=float)
             ax.scatter(xs + rng.uniform(-0.12, 0.12, len(xs)), y, s=24, alpha=0.8, color="#4C72B0",

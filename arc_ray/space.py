@@ -178,6 +178,25 @@ class ParamSpec(BaseModel):
             return sorted(choices)
         return choices
 
+    @property
+    def values(self) -> list[Any]:
+        """A categorical's choices as declared, a bool's ``[False, True]``; ``[]`` for a number."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        return [False, True] if self.type == "bool" else []
+
+    def stepped(self, value: Any, step: float) -> Any:
+        """A number ``value`` moved by ``step`` in the unit cube, the other way when that
+        would leave it (a step off one bound lands inside, not on the bound). An int
+        moves by one at least, unless it has nowhere to go."""
+        u = self.to_unit(value)
+        way = step if 0.0 <= u + step <= 1.0 else -step
+        moved = self.from_unit(u + way)
+        if self.type == "int" and moved == value and way != 0:
+            assert self.low is not None and self.high is not None
+            moved = int(min(max(value + (1 if way > 0 else -1), math.ceil(self.low)), math.floor(self.high)))
+        return moved
+
     def to_unit(self, value: Any) -> float:
         """Map a valid value to [0, 1] (see :func:`unit_array`)."""
         return _unit(self, value, "clip")

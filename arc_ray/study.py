@@ -378,6 +378,13 @@ class StudyConfig(BaseModel):
         """
         return 1.0 if self.mode == "max" else -1.0
 
+    @property
+    def searched_names(self) -> list[str]:
+        """The search space's parameters the proposers may change, in space order: all of
+        them but ``proposers.exclude`` (which the proposers leave at the baseline)."""
+        skip = set(self.proposers.exclude)
+        return [n for n in self.search_space.names if n not in skip]
+
     def better(self, a: float, b: float) -> bool:
         """Whether metric value ``a`` is strictly better than ``b`` in this study's direction."""
         return self.sign * a > self.sign * b

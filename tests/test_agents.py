@@ -241,7 +241,7 @@ def test_director_rules(toy_study):
     from arc_ray.agents.surrogate import startup_size
     from arc_ray.api import default_baseline
 
-    need = startup_size(len([n for n in toy_study.search_space.names if n not in toy_study.proposers.exclude]))
+    need = startup_size(len(toy_study.searched_names))
     early = d.plan(_summary(recent_improvement=0.001, n_trials=need - 1, n_completed=need - 1))
     assert early.mode == StrategyMode.EXPLOIT and "declared its baseline" in early.reason
     assert d.plan(_summary(recent_improvement=0.001, n_trials=need, n_completed=need)).mode == StrategyMode.EXPLORE

@@ -251,6 +251,16 @@ def test_proposers_exclude_nothing_by_default(tmp_path):
     assert study.proposers.exclude == [] and study.sign == 1.0
 
 
+def test_searched_names_leave_out_the_excluded_parameters_in_space_order(tmp_path):
+    space = {"b": {"type": "float", "low": 0, "high": 1}, "a": {"type": "int", "low": 0, "high": 3},
+             "c": {"type": "categorical", "choices": ["x", "y"]}}
+    base = {"name": "s", "trainable": "trainables.toy:objective", "metric": "score", "storage": str(tmp_path),
+            "baseline": {"b": 0.5, "a": 1, "c": "x"}, "search_space": space}
+    assert StudyConfig.from_dict(base).searched_names == ["b", "a", "c"]
+    excluded = StudyConfig.from_dict({**base, "proposers": {"exclude": ["a"]}})
+    assert excluded.searched_names == ["b", "c"]
+
+
 @pytest.mark.parametrize("budget,proposers,expected", [({}, {}, 6), ({"trials_per_cycle": 8}, {}, 12),
                                                        ({"trials_per_cycle": 5}, {}, 8),
                                                        ({"trials_per_cycle": 8}, {"proposals_per_cycle": 9}, 9)])
@@ -261,3 +271,18 @@ def test_proposals_per_cycle_follows_the_batch_unless_set(tmp_path, budget, prop
                                    "search_space": {"x": {"type": "float", "low": -1, "high": 1}}})
     assert study.proposers.proposals_per_cycle == expected
     assert study.budget.stop_on_no_improvement is False  # the budget asked for is spent unless opted out
+
+
+def test_param_values_and_steps_stay_in_range():
+    cat = ParamSpec(type="categorical", choices=["b", "a"])
+    assert cat.values == ["b", "a"] and ParamSpec(type="bool").values == [False, True]
+    lin = ParamSpec(type="float", low=0.0, high=10.0)
+    assert lin.values == [] and lin.stepped(5.0, 0.1) == pytest.approx(6.0)
+    assert lin.stepped(9.5, 0.1) == pytest.approx(8.5)  # off the top bound: the other way
+    assert lin.stepped(0.5, -0.1) == pytest.approx(1.5)
+    log = ParamSpec(type="float", low=1e-4, high=1.0, log=True)
+    assert log.stepped(1e-2, 0.25) == pytest.approx(1e-1)
+    ints = ParamSpec(type="int", low=1, high=100)
+    assert ints.stepped(50, 0.001) == 51 and ints.stepped(50, -0.001) == 49  # one at least
+    assert ints.stepped(100, 0.001) == 99 and ints.stepped(1, -0.001) == 2
+    assert ParamSpec(type="int", low=3, high=3).stepped(3, 0.1) == 3  # nowhere to go

@@ -74,7 +74,7 @@ class ArchitectProposer(Proposer):
 
     @classmethod
     def applies_to(cls, study: StudyConfig) -> bool:
-        return any(role_of(n) for n in study.search_space.names if n not in study.proposers.exclude)
+        return any(role_of(n) for n in study.searched_names)
 
     def roles(self, ctx: AgentContext) -> dict[str, str]:
         """role → parameter name, for the architectural parameters of this study."""
@@ -141,9 +141,8 @@ class ArchitectProposer(Proposer):
             good, problem = spec.check(p.value)
             if not problem and p.lift > 1.0 and good != current:
                 return good, f"pattern: {param}={good!r} has lift {p.lift:.2f} among the top quartile (support {p.support})"
-        if spec.type in ("categorical", "bool"):
-            choices = list(spec.choices or []) if spec.type == "categorical" else [False, True]
-            others = [c for c in choices if c != current]
+        if spec.values:
+            others = [c for c in spec.values if c != current]
             if not others:
                 return None, ""
             least = min(tried.get(_key(c), 0) for c in others)
@@ -151,11 +150,8 @@ class ArchitectProposer(Proposer):
             value = pool[int(rng.integers(len(pool)))]
             return value, f"the least tried value ({least} trials so far)"
         # numeric: a step of about a fifth of the range, either way
-        u = spec.to_unit(current) if current is not None else 0.5
         step = 0.2 * (1 if rng.random() < 0.5 else -1)
-        if not 0.0 <= u + step <= 1.0:
-            step = -step
-        value = spec.from_unit(u + step)
+        value = spec.stepped(current, step) if current is not None else spec.from_unit(0.5 + step)
         if value == current:
             return None, ""
         return value, "a step of a fifth of its range"
@@ -173,8 +169,7 @@ class ArchitectProposer(Proposer):
             if param is None:
                 continue
             spec = self.study.search_space[param]
-            values = spec.choices if spec.type == "categorical" else \
-                [spec.from_unit(u) for u in np.linspace(0, 1, 5)] if spec.type != "bool" else [False, True]
+            values = spec.values or [spec.from_unit(u) for u in np.linspace(0, 1, 5)]
             for v in values or []:
                 if v == flat.get(param):
                     continue

@@ -165,8 +165,7 @@ class Proposer(Agent):
 
     def searched(self, ctx: AgentContext) -> list[str]:
         """Searched parameter names this proposer may change (minus ``proposers.exclude``)."""
-        skip = set(self.study.proposers.exclude)
-        return [n for n in self.study.search_space.names if n not in skip]
+        return self.study.searched_names
 
     def constraints(self, ctx: AgentContext) -> list[Constraint]:
         """Declared constraints and the historian's learned ones."""

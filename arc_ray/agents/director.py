@@ -89,7 +89,7 @@ class Director(Agent):
         stagnation_gain, exploit_gain = s.gains(summary.metric_spread)
         unit = "" if s.stagnation_threshold is not None else f" ({s.stagnation_share:g} of the spread)"
         done = summary.n_cycles
-        searched = [n for n in self.study.search_space.names if n not in self.study.proposers.exclude]
+        searched = self.study.searched_names
         if done < s.explore_cycles or summary.n_trials == 0:
             mode = StrategyMode.EXPLORE
             reason = (f"cycle {done + 1} of the first {s.explore_cycles} exploration cycles"

@@ -124,7 +124,7 @@ class RecoveryProposer(Proposer):
                 u = spec.to_unit(flat[name]) + rng.normal(0.0, PERTURB_SIGMA)
                 flat[name] = spec.from_unit(float(np.clip(u, 0.0, 1.0)))
             elif rng.random() < PERTURB_SWITCH:
-                choices = list(spec.choices or []) if spec.type == "categorical" else [False, True]
+                choices = spec.values
                 if len(choices) > 1:
                     i = choices.index(flat[name]) if flat[name] in choices else 0
                     j = min(max(i + (1 if rng.random() < 0.5 else -1), 0), len(choices) - 1)

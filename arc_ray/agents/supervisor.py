@@ -205,8 +205,7 @@ class Supervisor:
     # ------------------------------------------------------------------ repairs
 
     def _batch_param(self) -> str | None:
-        return next((n for n in self.study.search_space.names
-                     if n.rpartition(".")[2] in BATCH_LEAVES and n not in self.study.proposers.exclude), None)
+        return next((n for n in self.study.searched_names if n.rpartition(".")[2] in BATCH_LEAVES), None)
 
     def _smaller_batch_until_valid(self, changes: dict[str, Any], gen: ExperimentConfigGenerator
                                    ) -> tuple[dict[str, Any], dict[str, Any], str] | None:

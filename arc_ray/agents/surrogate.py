@@ -126,20 +126,14 @@ class SurrogateProposer(Proposer):
             if len(proposals) >= n:
                 break
             spec, current = space[name], start[name]
-            if spec.type in ("categorical", "bool"):
-                others = [c for c in (spec.choices if spec.type == "categorical" else [False, True]) or []
-                          if c != current]
+            if spec.values:
+                others = [c for c in spec.values if c != current]
                 if not others:
                     continue
                 value = others[int(rng.integers(len(others)))]
             else:
-                u = spec.to_unit(current)
                 step = rng.uniform(*NEIGHBOUR_STEPS) * (1 if rng.random() < 0.5 else -1)
-                if not 0.0 <= u + step <= 1.0:
-                    step = -step
-                value = spec.from_unit(u + step)
-                if spec.type == "int" and value == current:
-                    value = int(min(max(current + (1 if step > 0 else -1), math.ceil(spec.low)), math.floor(spec.high)))
+                value = spec.stepped(current, step)
                 if value == current:
                     continue
             flat, notes = self.admissible({**start, name: value}, ctx)
