@@ -170,6 +170,31 @@ def test_empty_history(toy_study):
     assert all(p.predicted.is_prior for p in cd.proposals)
 
 
+def test_the_first_cycle_runs_the_baseline_once(toy_study):
+    """The surrogate's start-up design starts at the study's baseline and the director votes
+    it first, so the first cycle measures the reference; once it ran, nobody proposes it again."""
+    base = {k: v for k, v in flatten_config(toy_study.baseline).items() if k in toy_study.searched_names}
+
+    def is_base(decision):
+        flat = flatten_config(decision.config)
+        return all(flat.get(k) == pytest.approx(v) if isinstance(v, float) else flat.get(k) == v
+                   for k, v in base.items())
+
+    cd = _decide(toy_study, [], cycle_id=1)
+    _check_complete(cd, toy_study)
+    first = [d for d in cd.approved if is_base(d)]
+    assert len(first) == 1 and first[0].rank == 1 and first[0].proposal.proposer == "surrogate"
+    assert "baseline" in first[0].proposal.rationale
+    director = next(v for v in first[0].votes if v.agent == "director")
+    assert director.score == 1.0 and "baseline" in director.rationale
+    # the baseline ran: no proposal of it again
+    ran = make_results(toy_study, 1, seed=3)[0].model_copy(update={"config": toy_study.baseline})
+    again = _decide(toy_study, [ran], cycle_id=2)
+    _check_complete(again, toy_study)
+    assert again.approved and not any(is_base(d) for d in again.approved)
+    assert not any("baseline, not run yet" in p.rationale for p in again.proposals)
+
+
 def test_history_of_only_failures(toy_study):
     results = make_results(toy_study, 8, fail=lambda f: "diverged")
     cd = _decide(toy_study, results)

@@ -165,6 +165,10 @@ class HistoryView:
         """A flat config as a unit-cube point over :attr:`names`."""
         return unit_point(self.space, flat, self.baseline_flat, self.names)
 
+    def baseline_ran(self, tolerance: float) -> bool:
+        """Whether a trial (any status) ran the baseline: within ``tolerance`` of it in the unit cube."""
+        return bool(self.n) and float(nearest_distance(self.unit(self.baseline_flat)[None, :], self.X)[0]) <= tolerance
+
     def axes(self, exclude: Iterable[str] = ()) -> np.ndarray:
         """Column indices of the searched parameters not in ``exclude``."""
         skip = set(exclude)

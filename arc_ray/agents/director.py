@@ -30,6 +30,7 @@ MODE_MIX: dict[StrategyMode, dict[str, float]] = {
     StrategyMode.RECOVER: {"bayesian": 0.2, "surrogate": 0.2, "explorer": 0.1, "architect": 0.0,
                            "recovery": 0.5},
 }
+BEHIND_BASELINE = 0.9  # an explore vote's cap while the baseline, proposed, has not run
 _OTHER_WEIGHT = 0.2  # share weight of a registered proposer the table above does not name
 
 
@@ -143,7 +144,9 @@ class Director(Agent):
     def vote(self, proposals: list[Proposal], ctx: AgentContext) -> list[Vote]:
         """Approve proposals that fit the cycle's mode.
 
-        explore: novelty (distance to anything already run); exploit: the critic's
+        explore: novelty (distance to anything already run), and while the study's
+        baseline has not run, a proposal of it first (score 1; the others at most
+        :data:`BEHIND_BASELINE`): the first cycle measures the reference; exploit: the critic's
         predicted mean relative to the best (closeness to the best config when there
         is no prediction); recover: low predicted failure risk (distance from failures).
         """
@@ -155,11 +158,21 @@ class Director(Agent):
         votes = []
         md = max(self.study.proposers.min_distance, 1e-6)
         if mode == StrategyMode.EXPLORE:
-            for p, d in zip(proposals, nearest_distance(points, view.X)):
+            # the baseline, while it has not run, first: the reference every result is compared with
+            tol = max(self.study.supervisor.duplicate_tolerance, 1e-9)
+            is_base = nearest_distance(points, view.unit(view.baseline_flat)[None, :]) <= tol \
+                if not view.baseline_ran(tol) else None
+            for k, (p, d) in enumerate(zip(proposals, nearest_distance(points, view.X))):
                 score = novelty_score(float(d), md)
                 shown = "nothing run yet" if not np.isfinite(d) else f"distance {d:.3f} to the nearest run config"
+                why = f"explore: {shown}"
+                if is_base is not None and is_base.any():
+                    if is_base[k]:
+                        score, why = 1.0, "explore: the study's baseline, not run yet: the reference run"
+                    else:
+                        score = min(score, BEHIND_BASELINE)
                 votes.append(Vote(agent=self.name, experiment_id=p.experiment_id, approve=score >= 0.5,
-                                  score=score, rationale=f"explore: {shown}"))
+                                  score=score, rationale=why))
         elif mode == StrategyMode.EXPLOIT:
             best = view.best_index()
             for p, x in zip(proposals, points):

@@ -55,10 +55,12 @@ class SurrogateProposer(Proposer):
 
     Until :data:`MIN_OBSERVATIONS` trials, and two per searched parameter, completed (a GP
     fitted on fewer in many dimensions proposed worse than random in bench_search), it
-    proposes a start-up design instead: one-parameter moves of the best config when the
-    study declared its baseline (a user's start; with the director's early exploit, the
-    demo study's best improved after its first cycle in 3 of 3 seeds, 0 of 3 before),
-    else scrambled Sobol points. Abstains from the vote (the critic already scores every proposal with
+    proposes a start-up design instead: the study's baseline while no trial has run it
+    (the reference every later result is compared with; the director votes it into the
+    first cycle), then one-parameter moves of the best config when the study declared its
+    baseline (a user's start; with the director's early exploit, the demo study's best
+    improved after its first cycle in 3 of 3 seeds, 0 of 3 before), else scrambled Sobol
+    points. Abstains from the vote (the critic already scores every proposal with
     the same model).
     """
 
@@ -88,8 +90,17 @@ class SurrogateProposer(Proposer):
         space = self.study.search_space
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 41])
         proposals: list[Proposal] = []
+        if not view.baseline_ran(max(self.study.supervisor.duplicate_tolerance, 1e-9)) \
+                and all(name in view.baseline_flat for name in names):
+            # the centre of the design: the study's baseline, the reference every later
+            # result is compared with (the director votes it into the first cycle)
+            flat, notes = self.admissible({name: view.baseline_flat[name] for name in names}, ctx)
+            if flat is not None:
+                proposals.append(self.proposal_of(ctx, 1, flat, notes, (
+                    "start-up design: the study's baseline, not run yet: the reference every later "
+                    "result is compared with")))
         if declared_baseline(self.study, names) and view.best_index() is not None:
-            proposals = self._neighbours(ctx, n, names, need, rng)
+            proposals += self._neighbours(ctx, n - len(proposals), names, need, rng, first=len(proposals) + 1)
         units = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31))).random_base2(
             max(1, math.ceil(math.log2(4 * n))))
         for row in units:
@@ -104,7 +115,7 @@ class SurrogateProposer(Proposer):
         return proposals
 
     def _neighbours(self, ctx: AgentContext, n: int, names: list[str], need: int,
-                    rng: np.random.Generator) -> list[Proposal]:
+                    rng: np.random.Generator, first: int = 1) -> list[Proposal]:
         """Up to ``n`` configs that change one parameter of the best trial each: a
         categorical or bool to another value, a number by 4-15 % of its (log) range either
         way (an int by at least one). The parameters least often changed alone from the
@@ -141,7 +152,7 @@ class SurrogateProposer(Proposer):
             if key is None or key in seen:
                 continue
             seen.add(key)
-            proposals.append(self.proposal_of(ctx, len(proposals) + 1, flat, notes, (
+            proposals.append(self.proposal_of(ctx, first + len(proposals), flat, notes, (
                 f"start-up, near the best config ({view.ids[best]}, {self.study.metric} "
                 f"{view.values[best]:.4g}): {name} {current!r} → {value!r}; the study declared its "
                 f"baseline, so the start-up explores the best config's neighbourhood "
