@@ -82,6 +82,13 @@ def make_results(study: StudyConfig, n: int, seed: int = 0, start: int = 0,
     return out
 
 
+def baseline_result(study: StudyConfig, cycle_id: int = 0,
+                    objective: Callable[[dict[str, Any]], dict[str, float]] = toy_objective) -> TrialResult:
+    """The study's baseline, run and scored (the first cycle runs it)."""
+    return TrialResult(experiment_id="base", cycle_id=cycle_id, status=JobStatus.COMPLETED, config=study.baseline,
+                       metrics=objective(study.baseline), duration_s=30.0)
+
+
 def history_of(study: StudyConfig, results: list[TrialResult]) -> tuple[HistorySummary, pa.Table]:
     """The real historian's summary and trials table after integrating ``results``."""
     # a fresh folder per call, so each history holds exactly ``results``
@@ -361,7 +368,7 @@ def test_surrogate_start_up_moves_one_parameter_of_the_best_only_for_a_declared_
     from arc_ray.agents.surrogate import SurrogateProposer
     from arc_ray.api import default_baseline
 
-    results = make_results(toy_study, 3, seed=4)
+    results = make_results(toy_study, 3, seed=4) + [baseline_result(toy_study)]
     ctx = context(toy_study, results, quota=4)
     view = ctx.history()
     best = view.flat_config(view.best_index())
@@ -390,14 +397,18 @@ def test_surrogate_start_up_moves_one_parameter_of_the_best_only_for_a_declared_
     # the space's middle as the baseline (make_study's default) is no declared start: all Sobol
     middle = toy_study.model_copy(update={"baseline": {**toy_study.baseline, **default_baseline(toy_study.search_space)}})
     props = SurrogateProposer(middle).propose(context(middle, make_results(middle, 3, seed=4), quota=4))
-    assert len(props) == 4 and all("start-up design (Sobol)" in p.rationale for p in props)
+    assert len(props) == 4 and all("start-up design (Sobol)" in p.rationale for p in props[1:])
+    # ... which, not run yet, is the design's first point (the first cycle measures it)
+    assert "the study's baseline, not run yet" in props[0].rationale
+    assert {k: v for k, v in flatten_config(props[0].changes).items()} == \
+        {k: v for k, v in flatten_config(middle.baseline).items() if k in middle.searched_names}
 
 
 def test_surrogate_maximises_the_world_model_and_spreads_its_batch(toy_study):
     from arc_ray.agents.surrogate import MIN_OBSERVATIONS, SurrogateProposer
 
-    early = SurrogateProposer(toy_study).propose(context(toy_study, make_results(toy_study, MIN_OBSERVATIONS - 1),
-                                                         quota=3))
+    early = SurrogateProposer(toy_study).propose(context(
+        toy_study, make_results(toy_study, MIN_OBSERVATIONS - 2) + [baseline_result(toy_study)], quota=3))
     # too few trials for the model: its share is a start-up design, not lost; the toy
     # study declares its baseline, so it changes one parameter of the best at a time
     assert len(early) == 3 and all("near the best config" in p.rationale for p in early)
