@@ -159,7 +159,7 @@ class Director(Agent):
         md = max(self.study.proposers.min_distance, 1e-6)
         if mode == StrategyMode.EXPLORE:
             # the baseline, while it has not run, first: the reference every result is compared with
-            tol = max(self.study.supervisor.duplicate_tolerance, 1e-9)
+            tol = self.study.supervisor.same_config_distance
             is_base = nearest_distance(points, view.unit(view.baseline_flat)[None, :]) <= tol \
                 if not view.baseline_ran(tol) else None
             for k, (p, d) in enumerate(zip(proposals, nearest_distance(points, view.X))):

@@ -56,7 +56,7 @@ class RecoveryProposer(Proposer):
             if best is not None else "the baseline (nothing has completed)"
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 23])
         run_points = view.X
-        tol = max(self.study.supervisor.duplicate_tolerance, 1e-9)
+        tol = self.study.supervisor.same_config_distance
         plans = ["safer", "local", "restart"]
         proposals: list[Proposal] = []
         chosen_points: list[np.ndarray] = []

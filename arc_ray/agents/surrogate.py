@@ -90,7 +90,7 @@ class SurrogateProposer(Proposer):
         space = self.study.search_space
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 41])
         proposals: list[Proposal] = []
-        if not view.baseline_ran(max(self.study.supervisor.duplicate_tolerance, 1e-9)) \
+        if not view.baseline_ran(self.study.supervisor.same_config_distance) \
                 and all(name in view.baseline_flat for name in names):
             # the centre of the design: the study's baseline, the reference every later
             # result is compared with (the director votes it into the first cycle)
