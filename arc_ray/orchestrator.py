@@ -121,9 +121,15 @@ class Orchestrator:
                 self.cluster = connect(address, namespace=self.namespace, dashboard=dashboard)
                 if not offline_mode:
                     check_cluster_fits(study)
+                    if study.scheduling == "rolling":
+                        self.executor.warm_up()  # the trial workers start while the agents do
                 self.agents = start_actors(study, self.namespace)
         except BaseException:
-            self.lease.release()
+            try:
+                if self._executor is not None:
+                    self._executor.shutdown(timeout=0)
+            finally:
+                self.lease.release()
             raise
         self.historian = self.agents.pop("historian")
         from arc_ray.agents import Collective

@@ -110,6 +110,38 @@ def test_a_rounds_slots_follow_the_directors_mix_not_only_the_critics_rank():
     assert sum(d.outcome.runs() for d in limit_to_slots(ranked, 9, quotas, {})) == 4
 
 
+def test_a_streams_queue_hands_out_warm_trials_first_and_decided_ones_up_to_the_slots():
+    """The stream's searcher: warm trials (no experiment) ahead of every decision and on
+    top of the slots; decided trials no more than the slots at once; closing the stream
+    drops the warm trials that never started."""
+    from ray.tune.search import Searcher
+
+    from arc_ray.executor._tune_stream import EntryQueue, QueueSearcher, register_queue, unregister_queue
+    from arc_ray.executor._tune_trial import TRIAL_KEY, WARM_KEY, warm_entry
+
+    queue = EntryQueue()
+    queue.put([warm_entry(0, {"cpu": 1.0}), warm_entry(1, {"cpu": 1.0})])
+    register_queue("tok-warm", queue)
+    try:
+        searcher = QueueSearcher("tok-warm", slots=2)
+        assert searcher.suggest("w0")[TRIAL_KEY][WARM_KEY] == 0
+        queue.put([{"experiment_id": e, "config": {}, "resources": {"cpu": 1.0}} for e in "abc"])
+        assert searcher.suggest("w1")[TRIAL_KEY][WARM_KEY] == 1  # queued first, handed out first
+        assert searcher.suggest("t1")[TRIAL_KEY]["experiment_id"] == "a"
+        assert searcher.suggest("t2")[TRIAL_KEY]["experiment_id"] == "b"
+        assert searcher.suggest("t3") is None  # two decided trials live: both slots taken
+        searcher.on_trial_complete("w0")  # a warm trial ending frees no slot
+        assert searcher.suggest("t3") is None
+        searcher.on_trial_complete("t1")
+        assert searcher.suggest("t3")[TRIAL_KEY]["experiment_id"] == "c"
+        queue.put([warm_entry(2, {"cpu": 1.0})])
+        queue.drop({"not-queued"})  # entries without an experiment are kept, not a KeyError
+        queue.close()
+        assert searcher.suggest("t4") == Searcher.FINISHED
+    finally:
+        unregister_queue("tok-warm")
+
+
 def test_decided_experiments_wait_for_a_slot_only_when_decisions_are_long_against_trials(toy_study):
     """Sleep trials of seconds against a decision of 0.5 s: experiments are decided ahead
     (a burst's worth); minutes-long trials: none, the round waits for the result that
@@ -301,6 +333,62 @@ def test_rolling_run_decides_rounds_while_trials_run(ray_session, tmp_path):
     progress = [e for e in events if e.phase == "progress"]
     assert progress and all({"slots_busy", "slots_free"} <= set(e.counts) for e in progress)
     assert max(e.counts["slots_busy"] for e in progress) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_streams_first_trials_run_on_workers_started_before_they_were_decided(ray_session, tmp_path):
+    """A new stream starts a warm worker per slot; the first decided trials run on them
+    (their processes are older than the submission) and never more at once than the
+    study's slots; the warm trials leave no trace among the results."""
+    import psutil
+
+    from arc_ray.executor import TrainingExecutor
+    from _executors import runnable, wait_for
+
+    def trainable(config):
+        import time
+
+        import psutil
+        from ray import tune
+
+        start = time.time()
+        time.sleep(0.5)
+        tune.report({"score": 1.0, "t_start": start, "t_end": time.time(),
+                     "worker_started": psutil.Process().create_time()})
+
+    study = make_study(tmp_path, "warm_stream")
+    t0 = time.time()
+
+    def new_trial_workers() -> int:
+        n = 0
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            n += "ImplicitFunc" in cmd and (proc.info["create_time"] or 0) >= t0 - 1
+        return n
+
+    executor = TrainingExecutor(study, trainable=trainable, streaming=True)
+    try:
+        executor.warm_up()
+        deadline = time.monotonic() + 120
+        while new_trial_workers() < study.max_concurrent_trials:
+            assert time.monotonic() < deadline, "the warm workers never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # past the workers' start: Tune's import, the first warm report
+        submitted = time.time()
+        ids = [f"w{k}" for k in range(4)]
+        executor.submit_batch([runnable(study, eid) for eid in ids], cycle_id=1)
+        assert set(wait_for(executor, ids, timeout=120).values()) == {JobStatus.COMPLETED}
+        results = sorted((executor.collect_results(eid) for eid in ids), key=lambda r: r.metrics["t_start"])
+    finally:
+        executor.shutdown()
+    assert [r.experiment_id for r in results] and {r.experiment_id for r in results} == set(ids)
+    assert all(r.metrics["worker_started"] < submitted for r in results[:2]), \
+        [(r.metrics["worker_started"] - submitted) for r in results]
+    spans = [(r.metrics["t_start"], r.metrics["t_end"]) for r in results]
+    most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most <= study.max_concurrent_trials
+    assert not any(r.metrics.get("arc_warm") for r in results)
 
 
 @pytest.mark.ray

@@ -35,7 +35,14 @@ from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from arc_ray.executor._tune_jobs import JobState, RunStore, result_metrics
-from arc_ray.executor._tune_trial import ERROR_CLASS_KEY, ERROR_MESSAGE_KEY, ERROR_TYPE_KEY, experiment_id_of
+from arc_ray.executor._tune_trial import (
+    ERROR_CLASS_KEY,
+    ERROR_MESSAGE_KEY,
+    ERROR_TYPE_KEY,
+    WARM_KEY,
+    experiment_id_of,
+    is_warm,
+)
 from arc_ray.executor.base import classify_error, missing_metric
 from arc_ray.records import ErrorClass, JobStatus
 
@@ -399,13 +406,19 @@ class ArcScheduler(TrialScheduler):
 
     Exposes no metric to Tune, so a trainable that never reports the study metric is a
     failed trial rather than a ``ValueError`` that ends the whole Tune run.
+
+    A stream's warm trials (:mod:`arc_ray.executor._tune_stream`) bypass the inner
+    scheduler: one is stopped, so that Tune hands its worker on, once the live trials
+    outnumber ``slots`` or the stream's queue is closed.
     """
 
-    def __init__(self, token: str, inner: TrialScheduler | None = None, max_t: int | None = None) -> None:
+    def __init__(self, token: str, inner: TrialScheduler | None = None, max_t: int | None = None,
+                 slots: int | None = None) -> None:
         super().__init__()
         self.token = token
         self.inner = inner or FIFOScheduler()
         self.max_t = max_t  # the inner scheduler's last rung (ASHA stops every trial there)
+        self.slots = slots  # a stream's slots (warm trials hold them until a trial needs one)
 
     @property
     def supports_buffered_results(self) -> bool:
@@ -427,6 +440,8 @@ class ArcScheduler(TrialScheduler):
         self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if WARM_KEY in result:
+            return TrialScheduler.STOP if self._release_warm(tune_controller) else TrialScheduler.CONTINUE
         if ERROR_CLASS_KEY in result:
             decision = TrialScheduler.CONTINUE  # the trainable already stopped itself
         else:
@@ -439,6 +454,17 @@ class ArcScheduler(TrialScheduler):
         verdict = _guard(run.decide, trial, result, decision, full)
         return verdict if verdict is not None else decision
 
+    def _release_warm(self, controller: Any) -> bool:
+        """Whether a warm trial should stop now: a decided trial waits for its slot, or no
+        more will come."""
+        from arc_ray.executor._tune_stream import queue_of
+
+        queue = queue_of(self.token)
+        if self.slots is None or queue is None or queue.closed:
+            return True
+        live = sum(t.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED) for t in controller.get_trials())
+        return live > self.slots
+
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self.inner.on_trial_complete(tune_controller, trial, result)
 
@@ -449,7 +475,21 @@ class ArcScheduler(TrialScheduler):
         run = self._run()
         if run is not None:
             _guard(run.enforce, tune_controller)
+        if self.slots is not None:
+            _guard(self._drop_waiting_warm, tune_controller)
         return self.inner.choose_trial_to_run(tune_controller)
+
+    def _drop_waiting_warm(self, controller: Any) -> None:
+        """Once the stream is closed, stop warm trials whose worker has not started yet
+        (a started one stops at its next report): the experiment ends without them."""
+        from arc_ray.executor._tune_stream import queue_of
+
+        queue = queue_of(self.token)
+        if queue is not None and not queue.closed:
+            return
+        for trial in controller.get_trials():
+            if trial.status == Trial.PENDING and is_warm(trial):
+                controller.stop_trial(trial)
 
     def debug_string(self) -> str:
         return f"ARC ({self.inner.debug_string()})"

@@ -15,6 +15,17 @@ a cycle's experiment. A restarted driver reads finished results back (not rerun)
 submits the unfinished ones again, from their start, into its own stream (a stream is not
 restored with ``Tuner.restore``: its searcher's queue belonged to the dead driver).
 
+Warm workers: a new trial worker costs seconds before the trainable runs (a process,
+Ray, Tune's import: 6–10 s for four on two cores, 10% of a short run). A new stream
+therefore starts with one *warm trial* per slot (:func:`~arc_ray.executor._tune_trial.warm_entry`),
+queued ahead of every decision: its worker starts while the collective decides the first
+round, and it only reports until :class:`~arc_ray.executor._tune_monitor.ArcScheduler`
+stops it — as soon as the live trials outnumber the slots (a decided trial is waiting),
+or the stream closes. Tune then hands the warm worker to the waiting trial
+(``reuse_actors``). The searcher counts only real trials against the study's slots, so
+warm trials never add to ``max_concurrent_trials``; a warm trial has no experiment, and
+every ARC hook ignores it.
+
 The searcher, like the other hooks, holds only a token and finds its queue in a process
 registry, so Tune can pickle it with the experiment's state.
 """
@@ -30,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.search import Searcher
 
-from arc_ray.executor._tune_trial import TRIAL_KEY
+from arc_ray.executor._tune_trial import TRIAL_KEY, WARM_KEY
 
 if TYPE_CHECKING:
     from arc_ray.executor._tune_jobs import JobState
@@ -59,18 +70,26 @@ class EntryQueue:
     def drop(self, experiment_ids: set[str]) -> None:
         """Take entries that have not started off the queue (cancelled before a slot freed)."""
         with self._lock:
-            self._entries = collections.deque(e for e in self._entries if e["experiment_id"] not in experiment_ids)
+            self._entries = collections.deque(e for e in self._entries
+                                              if e.get("experiment_id") not in experiment_ids)
 
     def close(self) -> None:
-        """No more entries: the experiment ends once the queued ones have run."""
+        """No more entries: the experiment ends once the queued ones have run (warm
+        trials that have not started are dropped)."""
         with self._lock:
             self.closed = True
+            self._entries = collections.deque(e for e in self._entries if WARM_KEY not in e)
 
-    def next(self) -> dict[str, Any] | str | None:
-        """The next entry, :attr:`Searcher.FINISHED` when closed and empty, else ``None``."""
+    def next(self, real: bool = True) -> dict[str, Any] | str | None:
+        """The next entry, :attr:`Searcher.FINISHED` when closed and empty, else ``None``.
+
+        Args:
+            real: whether a decided experiment may start now; when not, only a warm
+                entry at the head of the queue is handed out.
+        """
         with self._lock:
             if self._entries:
-                return self._entries.popleft()
+                return self._entries.popleft() if real or WARM_KEY in self._entries[0] else None
             return Searcher.FINISHED if self.closed else None
 
 
@@ -84,36 +103,49 @@ def unregister_queue(token: str) -> None:
         _QUEUES.pop(token, None)
 
 
+def queue_of(token: str) -> EntryQueue | None:
+    """The live queue registered under ``token`` (``None``: its driver is gone)."""
+    with _QUEUES_LOCK:
+        return _QUEUES.get(token)
+
+
 class QueueSearcher(Searcher):
     """A Tune search algorithm that suggests ARC's decided experiments, in submission order.
 
     ``suggest`` returns the next queued experiment as the trial's config, ``None`` while the
-    queue is empty (Tune asks again at its next step) and ``FINISHED`` once the queue is
-    closed and empty. It learns nothing from results: ARC's agents decide.
+    queue is empty or ``slots`` decided trials are live (Tune asks again at its next
+    step) and ``FINISHED`` once the queue is closed and empty. Warm trials (see the module
+    doc) do not count against ``slots``. It learns nothing from results: ARC's agents decide.
 
     Args:
         token: the key of the stream's :class:`EntryQueue` in this process's registry.
+        slots: the most decided trials live (pending or running) at once; ``None``: no
+            limit of its own.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, slots: int | None = None) -> None:
         super().__init__(metric=None, mode=None)
         self.token = token
+        self.slots = slots
+        self._live: set[str] = set()  # Tune trial ids of the decided trials not yet complete
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # nothing to search: every config comes from the queue
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        with _QUEUES_LOCK:
-            queue = _QUEUES.get(self.token)
+        queue = queue_of(self.token)
         if queue is None:  # restored without its driver: nothing more will come
             return Searcher.FINISHED
-        entry = queue.next()
+        entry = queue.next(real=self.slots is None or len(self._live) < self.slots)
         if entry is None or entry == Searcher.FINISHED:
             return entry
+        assert isinstance(entry, dict)
+        if WARM_KEY not in entry:
+            self._live.add(trial_id)
         return {TRIAL_KEY: entry}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        return None
+        self._live.discard(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         return None  # the queue is the driver's; the manifest and results are the state
@@ -187,5 +219,5 @@ def finished_in_streams(tune_dir: str, cycle_id: int, skip: set[str]) -> list["J
     return found
 
 
-__all__ = ["EntryQueue", "QueueSearcher", "finished_in_streams", "register_queue", "stream_name",
+__all__ = ["EntryQueue", "QueueSearcher", "finished_in_streams", "queue_of", "register_queue", "stream_name",
            "stream_names", "unregister_queue"]

@@ -33,6 +33,12 @@ ERROR_TRACEBACK_KEY = "arc_error_traceback"
 
 _MAX_MESSAGE = 2000
 
+#: A warm trial's entry carries this key instead of an experiment (see :func:`warm_entry`),
+#: and its reports carry it too, so the scheduler knows them from a real trial's results.
+WARM_KEY = "arc_warm"
+WARM_REPORT_S = 0.2  # how often a warm trial asks whether its worker is wanted
+WARM_LIMIT_S = 3600.0  # a warm trial nobody released ends by itself after this long
+
 
 def make_trial_function(user_fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
     """Wrap a Tune function trainable (or a plain ``objective(config) -> dict``).
@@ -45,6 +51,9 @@ def make_trial_function(user_fn: Callable[[dict[str, Any]], Any]) -> Callable[[d
         from ray import tune
 
         entry = config[TRIAL_KEY]
+        if WARM_KEY in entry:
+            _hold_warm(tune)
+            return None
         try:
             return user_fn(dict(entry["config"]))
         except Exception as exc:  # failures are data: report, do not raise (see module doc)
@@ -63,6 +72,29 @@ def make_trial_function(user_fn: Callable[[dict[str, Any]], Any]) -> Callable[[d
     # cloudpickle would then ship the user's function by reference instead of this wrapper.
     arc_trial.__name__ = getattr(user_fn, "__name__", "arc_trial")
     return arc_trial
+
+
+def warm_entry(k: int, resources: dict[str, Any]) -> dict[str, Any]:
+    """The Tune config entry of warm trial ``k``: no experiment, only a worker to start."""
+    return {WARM_KEY: k, "resources": resources}
+
+
+def is_warm(trial: Any) -> bool:
+    """Whether a Tune trial is a warm trial (:func:`warm_entry`)."""
+    entry = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
+    return isinstance(entry, dict) and WARM_KEY in entry
+
+
+def _hold_warm(tune: Any) -> None:
+    """A warm trial: its worker has started and imported Tune (the seconds a new trial
+    worker costs); it reports every :data:`WARM_REPORT_S` until the scheduler stops it,
+    and Tune hands the worker to the trial that needs the slot (``reuse_actors``)."""
+    import time
+
+    deadline = time.monotonic() + WARM_LIMIT_S
+    while time.monotonic() < deadline:
+        tune.report({WARM_KEY: 1})
+        time.sleep(WARM_REPORT_S)
 
 
 def _release_memory() -> None:
@@ -96,14 +128,18 @@ def experiment_id_of(trial: Any) -> str | None:
 
 
 def trial_name(trial: Any) -> str:
-    """Tune's ``trial_name_creator``: the experiment id."""
-    return experiment_id_of(trial) or str(trial.trial_id)
+    """Tune's ``trial_name_creator``: the experiment id (``warm_<k>`` for a warm trial)."""
+    return experiment_id_of(trial) or _warm_name(trial) or str(trial.trial_id)
 
 
 def trial_dirname(trial: Any) -> str:
     """Tune's ``trial_dirname_creator``: the experiment id (a validated, safe folder name)."""
-    return experiment_id_of(trial) or f"trial_{trial.trial_id}"
+    return experiment_id_of(trial) or _warm_name(trial) or f"trial_{trial.trial_id}"
 
 
-__all__ = ["TRIAL_KEY", "experiment_id_of", "make_trial_function",
-           "trial_dirname", "trial_name", "trial_resources"]
+def _warm_name(trial: Any) -> str | None:
+    return f"warm_{int(trial.config[TRIAL_KEY][WARM_KEY])}" if is_warm(trial) else None
+
+
+__all__ = ["TRIAL_KEY", "WARM_KEY", "experiment_id_of", "is_warm", "make_trial_function",
+           "trial_dirname", "trial_name", "trial_resources", "warm_entry"]

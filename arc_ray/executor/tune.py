@@ -235,6 +235,7 @@ class TrainingExecutor(Executor):
         """This driver's live stream experiment, started (its Tune fit in a thread) if there
         is none yet or its fit ended."""
         from arc_ray.executor._tune_stream import EntryQueue, register_queue, stream_name
+        from arc_ray.executor._tune_trial import warm_entry
 
         run = self._stream  # the caller holds _submit_lock
         if run is not None and (run.thread is None or run.alive):
@@ -242,6 +243,9 @@ class TrainingExecutor(Executor):
         name, token = stream_name(self.study.tune_dir), uuid.uuid4().hex
         run = self._new_run(token, cycle_id, name, join_storage(self.study.tune_dir, name), {})
         self._stream_queue = EntryQueue()
+        if self.reuse_actors:  # one worker per slot starts now, before any decision needs it
+            resources = self.study.resources.model_dump()
+            self._stream_queue.put([warm_entry(k, resources) for k in range(self.study.max_concurrent_trials)])
         register_queue(token, self._stream_queue)
         self._stream = run
         run.store.write_json(_MANIFEST, {"token": run.token, "stream": True, "study": self.study.name,
@@ -286,17 +290,22 @@ class TrainingExecutor(Executor):
                     "resources": j.resources.model_dump()} for j in jobs]
         space: dict[str, Any] = {TRIAL_KEY: tune.grid_search(entries)}
         search: dict[str, Any] = {}
+        slots = self.study.max_concurrent_trials
+        limit, warm = slots, None
         if run is self._stream:  # configs come from the stream's queue, as they are decided
             from arc_ray.executor._tune_stream import QueueSearcher
 
-            space, search = {}, {"search_alg": QueueSearcher(run.token), "num_samples": -1}
+            # the searcher holds decided trials to the slots; the warm trials come on top
+            space, search = {}, {"search_alg": QueueSearcher(run.token, slots=slots), "num_samples": -1}
+            limit, warm = 2 * slots, slots
         return tune.Tuner(
             self._trainable(),
             param_space=space,
             tune_config=tune.TuneConfig(
                 **search,
-                scheduler=ArcScheduler(run.token, inner, max_t=self.study.scheduler.max_t if inner else None),
-                max_concurrent_trials=self.study.max_concurrent_trials,
+                scheduler=ArcScheduler(run.token, inner, max_t=self.study.scheduler.max_t if inner else None,
+                                       slots=warm),
+                max_concurrent_trials=limit,
                 reuse_actors=self.reuse_actors,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_dirname,
