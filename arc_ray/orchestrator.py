@@ -125,11 +125,7 @@ class Orchestrator:
                         self.executor.warm_up()  # the trial workers start while the agents do
                 self.agents = start_actors(study, self.namespace)
         except BaseException:
-            try:
-                if self._executor is not None:
-                    self._executor.shutdown(timeout=0)
-            finally:
-                self.lease.release()
+            self.shutdown()  # no agents yet: releases the lease and stops a warm stream
             raise
         self.historian = self.agents.pop("historian")
         from arc_ray.agents import Collective
