@@ -225,6 +225,27 @@ def test_failure_probability_is_higher_near_a_planted_failure_region():
     assert risky > 5 * safe
 
 
+def test_failure_risk_extends_a_boundary_into_regions_no_trial_reached():
+    """Trials only in the middle of the lr range, failing above 1e-3 (a divergence
+    line): beyond the tried range the risk follows the boundary's direction — high at
+    lr 0.08, low at 2e-5 — where the kernel alone would return the base rate."""
+    rng = np.random.default_rng(6)
+    records = []
+    for c in sample_configs(rng, 24):
+        c["lr"] = float(10 ** rng.uniform(-4, -2))
+        failed = c["lr"] > 1e-3
+        records.append({"config": c, "status": "FAILED"} if failed else {"config": c, "metrics": {"auc": surface(c)}})
+    n_failed = sum(r.get("status") == "FAILED" for r in records)
+    assert 6 <= n_failed <= 18
+    model = WorldModel(seed=0).fit(trials_table_from_records(records), SPACE, "auc", 1.0)
+    probe = sample_configs(np.random.default_rng(7), 40)
+    high = model.failure_probability([{**c, "lr": 0.08} for c in probe])
+    low = model.failure_probability([{**c, "lr": 2e-5} for c in probe])
+    base = (n_failed + 1) / (len(records) + 4)
+    assert high.min() > max(0.75, base + 0.3), high.min()
+    assert low.max() < min(0.15, base - 0.2), low.max()
+
+
 def test_failure_probability_without_failures_stays_near_a_small_base_rate():
     _, table = history(np.random.default_rng(2), 30)
     model = WorldModel(seed=0).fit(table, SPACE, "auc", 1.0)

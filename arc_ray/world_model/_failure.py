@@ -9,6 +9,16 @@ The prior ``Beta(a, b)`` has the history's overall failure rate, itself shrunk t
 with few failures the estimate stays near the base rate, far from every past trial it
 returns the base rate, and close to past failures it climbs towards 1.
 
+Once at least two trials failed and two did not, the prior's mean is no longer one rate
+but a *trend*: an L2-regularised logistic regression of failure (scikit-learn's
+``LogisticRegression`` with its defaults, on standardised columns) on the parameters the
+bandwidth search found relevant. Failure regions are
+mostly monotone in their parameters — memory grows with batch, image size, width and
+model; divergence with the learning rate and depth — so the trend extends a boundary the
+trials have drawn into regions no trial has reached, where the kernel alone returns the
+base rate. Where failures follow no direction the regularised slope stays near zero and
+the trend is the base rate again.
+
 Each parameter has its own bandwidth ``hₚ`` (a one-hot group shares one), picked from a
 short grid, infinity included ("irrelevant to failure"), by coordinate ascent on the
 leave-one-out log-likelihood: failures usually hinge on one or two parameters (a
@@ -24,7 +34,13 @@ from __future__ import annotations
 
 import logging
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +52,8 @@ DEFAULT_BANDWIDTH = 0.2
 # Bandwidth search looks at the most recent trials only: it costs n² per grid point.
 TUNE_SIZE = 400
 SWEEPS = 2
+TREND_MIN_EACH = 2  # failed and not-failed trials each before the prior follows a trend
+TREND_CLIP = 0.01  # the trend's prior mean stays within [TREND_CLIP, 1 - TREND_CLIP]
 
 
 class FailureEstimate:
@@ -58,6 +76,8 @@ class FailureEstimate:
         rate = BASE_FAILURES / BASE_TRIALS
         self.prior = (prior_strength * rate, prior_strength * (1 - rate))
         self.bandwidths = np.full(len(groups), DEFAULT_BANDWIDTH)
+        self.trend: Pipeline | None = None
+        self._trend_cols = np.ones(len(distance_scale), dtype=bool)
 
     @property
     def base_rate(self) -> float:
@@ -75,12 +95,33 @@ class FailureEstimate:
         self.bandwidths = np.full(len(self.groups), DEFAULT_BANDWIDTH)
         if len(self.failed) >= 5 and 0 < n_failed < len(self.failed):
             self._tune(self.X[-TUNE_SIZE:], self.failed[-TUNE_SIZE:])
+        self.trend, self._trend_cols = None, self._relevant_columns()
+        if min(n_failed, len(self.failed) - n_failed) >= TREND_MIN_EACH and self._trend_cols.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.trend = make_pipeline(StandardScaler(), LogisticRegression()).fit(
+                    self.X[:, self._trend_cols], self.failed)
         logger.debug("failure estimate: %d trials, %d failed, base rate %.3f, bandwidths %s",
                      len(self.failed), int(n_failed), rate, np.round(self.bandwidths, 2).tolist())
         return self
 
     def _group_sq_dists(self, A: np.ndarray, B: np.ndarray) -> list[np.ndarray]:
         return [_sq_dists(A[:, s:s + w], B[:, s:s + w]) for s, w in self.groups]
+
+    def _relevant_columns(self) -> np.ndarray:
+        """The columns of the parameters the bandwidth search kept (finite bandwidth)."""
+        cols = np.zeros(len(self.distance_scale), dtype=bool)
+        for (start, width), h in zip(self.groups, self.bandwidths):
+            cols[start:start + width] = np.isfinite(h)
+        return cols
+
+    def _prior_mean(self, scaled: np.ndarray) -> np.ndarray:
+        """The prior's failure rate at configs already multiplied by ``distance_scale``."""
+        a, b = self.prior
+        if self.trend is None:
+            return np.full(len(scaled), a / (a + b))
+        q = self.trend.predict_proba(scaled[:, self._trend_cols])[:, 1]
+        return np.clip(q, TREND_CLIP, 1 - TREND_CLIP)
 
     def _tune(self, X: np.ndarray, failed: np.ndarray) -> None:
         parts = self._group_sq_dists(X, X)
@@ -114,14 +155,16 @@ class FailureEstimate:
         a, b = self.prior
         if len(self.failed) == 0 or len(X) == 0:
             return np.full(len(X), a / (a + b))
+        scaled = X * self.distance_scale
         # Σₚ dₚ²/hₚ² is one distance once each column is divided by its group's bandwidth.
         inv = np.zeros(len(self.distance_scale))
         for (start, width), h in zip(self.groups, self.bandwidths):
             if np.isfinite(h):
                 inv[start:start + width] = 1.0 / h
         cols = inv > 0
-        w = np.exp(-0.5 * _sq_dists((X * self.distance_scale * inv)[:, cols], (self.X * inv)[:, cols]))
-        return np.clip((a + w @ self.failed) / (a + b + w.sum(axis=1)), 0.0, 1.0)
+        w = np.exp(-0.5 * _sq_dists((scaled * inv)[:, cols], (self.X * inv)[:, cols]))
+        s = self.prior_strength
+        return np.clip((s * self._prior_mean(scaled) + w @ self.failed) / (s + w.sum(axis=1)), 0.0, 1.0)
 
 
 def _sq_dists(A: np.ndarray, B: np.ndarray) -> np.ndarray:
