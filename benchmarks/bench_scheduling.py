@@ -15,8 +15,10 @@ from the trainable's own start / end timestamps, over slots × the wall from the
 submission to the last result), wall time, the work (sum of trial seconds: the
 searchers pick different configs, hence different lengths), the wall normalised to the
 same work (wall × median work / own work) and ARC's decision overhead per round (from
-a round's start to its trials' submission). Last line: ``headline: slot_utilisation=``
-(ARC rolling's median).
+a round's start to its trials' submission), and the *ideal* utilisation of each run:
+the same trial lengths, in the same order, on the same slots with no overhead at all
+(each trial starts the instant a slot frees), which loses only the tail after the last
+start. Last line: ``headline: slot_utilisation=`` (ARC rolling's median).
 
 Run: ``.venv/bin/python benchmarks/bench_scheduling.py`` (``--reps 1 --trials 16`` for a
 quick look; ``--figures DIR`` writes ARC's slot timelines). The machine may be shared:
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import json
 import logging
 import math
@@ -65,6 +68,16 @@ def sleep_trainable(config: dict[str, Any]) -> None:
 def utilisation(spans: list[tuple[float, float]], t_first: float, t_last: float) -> float:
     busy = sum(e - s for s, e in spans)
     return busy / (SLOTS * (t_last - t_first))
+
+
+def ideal_utilisation(spans: list[tuple[float, float]]) -> float:
+    """The utilisation of the same trials (lengths, start order) with no overhead: greedy
+    list scheduling, each trial on the first slot to free up; only the tail idles."""
+    lengths = [e - s for s, e in sorted(spans)]
+    free = [0.0] * SLOTS
+    for length in lengths:
+        heapq.heappush(free, heapq.heappop(free) + length)
+    return sum(lengths) / (SLOTS * max(free))
 
 
 def idle_parts(spans: list[tuple[float, float]], t_first: float, t_last: float) -> dict[str, float]:
@@ -125,6 +138,7 @@ def run_arc(scheduling: str, trials: int, root: Path, rep: int, figures: Path | 
     spans = [(r["metric.t_start"], r["metric.t_end"]) for r in rows if r.get("metric.t_end") is not None]
     wall = marks["last_result"] - marks["first_submit"]
     return {"util": utilisation(spans, marks["first_submit"], marks["last_result"]), "wall": wall,
+            "ideal": ideal_utilisation(spans),
             "idle": idle_parts(spans, marks["first_submit"], marks["last_result"]),
             "work": sum(e - s for s, e in spans), "n": len(spans), "rounds": rounds,
             "overhead": statistics.median(decide) if decide else float("nan"), "wall_total": wall_total,
@@ -148,6 +162,7 @@ def run_tune(trials: int, root: Path, rep: int) -> dict[str, Any]:
     t1 = time.time()
     spans = [(r.metrics["t_start"], r.metrics["t_end"]) for r in grid if r.metrics and "t_end" in r.metrics]
     return {"util": utilisation(spans, t0, t1), "idle": idle_parts(spans, t0, t1), "wall": t1 - t0,
+            "ideal": ideal_utilisation(spans),
             "work": sum(e - s for s, e in spans),
             "n": len(spans), "rounds": 0, "overhead": float("nan"), "wall_total": t1 - t0, "stop": "done"}
 
@@ -176,23 +191,27 @@ def main() -> None:
             for name, fn in methods.items():
                 out = fn(rep)
                 runs[name].append(out)
-                print(f"rep {rep} {name:18s} util={out['util']:.3f} wall={out['wall']:6.1f}s "
+                print(f"rep {rep} {name:18s} util={out['util']:.3f} ideal={out['ideal']:.3f} wall={out['wall']:6.1f}s "
                       f"work={out['work']:6.1f}s trials={out['n']} rounds={out['rounds']} "
                       f"decision/round={out['overhead']:.3f}s stop={out['stop']} idle: "
                       + " ".join(f"{k}={v:.3f}" for k, v in out["idle"].items()), flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("util", "wall", "work", "overhead")}
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("util", "ideal", "wall", "work", "overhead")}
            for m, rs in runs.items()}
     ref_work = statistics.median(v["work"] for v in med.values())
     print(f"\nmedians over {args.reps} rep(s), {args.trials} trials, {SLOTS} slots:")
-    print(f"{'method':18s} {'util':>6s} {'wall_s':>7s} {'work_s':>7s} {'wall@same_work':>15s} {'decide/round_s':>15s}")
+    print(f"{'method':18s} {'util':>6s} {'ideal':>6s} {'wall_s':>7s} {'work_s':>7s} {'wall@same_work':>15s} "
+          f"{'decide/round_s':>15s}")
     for m, v in med.items():
         norm = v["wall"] * ref_work / v["work"]
         v["norm"] = norm
-        print(f"{m:18s} {v['util']:6.3f} {v['wall']:7.1f} {v['work']:7.1f} {norm:15.1f} "
+        print(f"{m:18s} {v['util']:6.3f} {v['ideal']:6.3f} {v['wall']:7.1f} {v['work']:7.1f} {norm:15.1f} "
               f"{v['overhead']:15.3f}")
+    rolling = runs["ARC rolling"]
+    print("ARC rolling utilisation / ideal (median over reps): "
+          f"{statistics.median(r['util'] / r['ideal'] for r in rolling):.3f}")
     ratio = med["ARC rolling"]["norm"] / med["Tune+OptunaSearch"]["norm"]
     print(f"ARC rolling wall / Tune+OptunaSearch wall (same work): {ratio:.3f}")
     print(f"headline: slot_utilisation={med['ARC rolling']['util']:.3f}")

@@ -454,13 +454,17 @@ class ArcScheduler(TrialScheduler):
         verdict = _guard(run.decide, trial, result, decision, full)
         return verdict if verdict is not None else decision
 
-    def _release_warm(self, controller: Any) -> bool:
-        """Whether a warm trial should stop now: a decided trial waits for its slot, or no
-        more will come."""
+    def _stream_open(self) -> bool:
+        """Whether this run is a stream whose driver may still queue trials."""
         from arc_ray.executor._tune_stream import queue_of
 
         queue = queue_of(self.token)
-        if self.slots is None or queue is None or queue.closed:
+        return queue is not None and not queue.closed
+
+    def _release_warm(self, controller: Any) -> bool:
+        """Whether a warm trial should stop now: a decided trial waits for its slot, or no
+        more will come."""
+        if self.slots is None or not self._stream_open():
             return True
         live = sum(t.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED) for t in controller.get_trials())
         return live > self.slots
@@ -482,10 +486,7 @@ class ArcScheduler(TrialScheduler):
     def _drop_waiting_warm(self, controller: Any) -> None:
         """Once the stream is closed, stop warm trials whose worker has not started yet
         (a started one stops at its next report): the experiment ends without them."""
-        from arc_ray.executor._tune_stream import queue_of
-
-        queue = queue_of(self.token)
-        if queue is not None and not queue.closed:
+        if self._stream_open():
             return
         for trial in controller.get_trials():
             if trial.status == Trial.PENDING and is_warm(trial):

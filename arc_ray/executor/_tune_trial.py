@@ -79,10 +79,15 @@ def warm_entry(k: int, resources: dict[str, Any]) -> dict[str, Any]:
     return {WARM_KEY: k, "resources": resources}
 
 
+def _entry(trial: Any) -> dict[str, Any]:
+    """A Tune trial's ARC entry (empty for a trial ARC did not create)."""
+    entry = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
+    return entry if isinstance(entry, dict) else {}
+
+
 def is_warm(trial: Any) -> bool:
     """Whether a Tune trial is a warm trial (:func:`warm_entry`)."""
-    entry = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
-    return isinstance(entry, dict) and WARM_KEY in entry
+    return WARM_KEY in _entry(trial)
 
 
 def _hold_warm(tune: Any) -> None:
@@ -123,8 +128,7 @@ def trial_resources(config: dict[str, Any]) -> Any:
 
 def experiment_id_of(trial: Any) -> str | None:
     """The ARC experiment id of a Tune trial, or ``None`` for a trial ARC did not create."""
-    entry = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
-    return entry.get("experiment_id") if isinstance(entry, dict) else None
+    return _entry(trial).get("experiment_id")
 
 
 def trial_name(trial: Any) -> str:
@@ -138,7 +142,7 @@ def trial_dirname(trial: Any) -> str:
 
 
 def _warm_name(trial: Any) -> str | None:
-    return f"warm_{int(trial.config[TRIAL_KEY][WARM_KEY])}" if is_warm(trial) else None
+    return f"warm_{int(_entry(trial)[WARM_KEY])}" if is_warm(trial) else None
 
 
 __all__ = ["TRIAL_KEY", "WARM_KEY", "experiment_id_of", "is_warm", "make_trial_function",

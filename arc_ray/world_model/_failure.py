@@ -108,12 +108,17 @@ class FailureEstimate:
     def _group_sq_dists(self, A: np.ndarray, B: np.ndarray) -> list[np.ndarray]:
         return [_sq_dists(A[:, s:s + w], B[:, s:s + w]) for s, w in self.groups]
 
+    def _column_inverse_bandwidths(self) -> np.ndarray:
+        """Each column's 1 / bandwidth of its parameter (0: the parameter is ignored)."""
+        inv = np.zeros(len(self.distance_scale))
+        for (start, width), h in zip(self.groups, self.bandwidths):
+            if np.isfinite(h):
+                inv[start:start + width] = 1.0 / h
+        return inv
+
     def _relevant_columns(self) -> np.ndarray:
         """The columns of the parameters the bandwidth search kept (finite bandwidth)."""
-        cols = np.zeros(len(self.distance_scale), dtype=bool)
-        for (start, width), h in zip(self.groups, self.bandwidths):
-            cols[start:start + width] = np.isfinite(h)
-        return cols
+        return self._column_inverse_bandwidths() > 0
 
     def _prior_mean(self, scaled: np.ndarray) -> np.ndarray:
         """The prior's failure rate at configs already multiplied by ``distance_scale``."""
@@ -157,10 +162,7 @@ class FailureEstimate:
             return np.full(len(X), a / (a + b))
         scaled = X * self.distance_scale
         # Σₚ dₚ²/hₚ² is one distance once each column is divided by its group's bandwidth.
-        inv = np.zeros(len(self.distance_scale))
-        for (start, width), h in zip(self.groups, self.bandwidths):
-            if np.isfinite(h):
-                inv[start:start + width] = 1.0 / h
+        inv = self._column_inverse_bandwidths()
         cols = inv > 0
         w = np.exp(-0.5 * _sq_dists((scaled * inv)[:, cols], (self.X * inv)[:, cols]))
         s = self.prior_strength
