@@ -126,12 +126,12 @@ class SupervisorSettings(BaseModel):
 
     max_failure_probability: float = Field(0.6, ge=0, le=1)  # the risk cap
     duplicate_tolerance: float = Field(1e-3, ge=0)  # unit-cube distance below which configs are the same
+    max_gpu_per_trial: float = Field(8.0, ge=0)
 
     @property
     def same_config_distance(self) -> float:
         """``duplicate_tolerance``, above zero: within it a config counts as one already run."""
         return max(self.duplicate_tolerance, 1e-9)
-    max_gpu_per_trial: float = Field(8.0, ge=0)
 
 
 class CheckpointSettings(BaseModel):

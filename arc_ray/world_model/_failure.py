@@ -33,7 +33,6 @@ failure rate to shrink towards when there are two failures in forty trials.
 from __future__ import annotations
 
 import logging
-
 import warnings
 
 import numpy as np
