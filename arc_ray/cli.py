@@ -529,6 +529,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.handle_sigterm = as_command
+    if as_command and hasattr(signal, "pthread_sigmask"):
+        # The signal mask is inherited across exec: a parent that started us with SIGINT or
+        # SIGTERM blocked (some supervisors and thread pools do) would leave Ctrl-C pending
+        # for good, and the cycle would run to its end and exit 0.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:

@@ -214,15 +214,22 @@ def test_ctrl_c_leaves_trials_to_resume_not_cancelled(orch, study, tmp_path):
     argv = [sys.executable, "-m", "arc_ray.cli", "cycle", study.source_path,
             "--address", ray.get_runtime_context().gcs_address]
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # started with SIGINT and SIGTERM blocked, as a parent may hand them down (the mask
+        # survives exec): Ctrl-C must still reach the command
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.pthread_sigmask(
+                                    signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}))
     deadline = time.monotonic() + 180
     while not re.search(r"trials: \d+ queued, [1-9]\d* running", log.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"no trial started (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+    status = Path(f"/proc/{proc.pid}/status")
+    signals = [line for line in status.read_text().splitlines() if line.startswith("Sig")] \
+        if status.exists() else []
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    assert proc.wait(timeout=60) == 130, "\n".join(signals) + "\n" + log.read_text()[-3000:]
     assert "interrupted; run the same command again to resume" in log.read_text()
     assert orch.pending_cycle() == cycle
     report = orch.run_autonomous_cycle()
