@@ -213,12 +213,17 @@ def test_ctrl_c_leaves_trials_to_resume_not_cancelled(orch, study, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "arc_ray.cli", "cycle", study.source_path,
             "--address", ray.get_runtime_context().gcs_address]
+    def as_foreground_job() -> None:
+        # SIGINT at its default, as a terminal's foreground job has it (a suite started in
+        # the background by a non-interactive shell, `pytest &`, hands SIG_IGN down, and
+        # an ignored SIGINT is what a background job should have); and SIGINT and SIGTERM
+        # blocked, as a parent may hand down its mask (it survives exec; arc unblocks them)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
     with open(log, "w") as out:
-        # started with SIGINT and SIGTERM blocked, as a parent may hand them down (the mask
-        # survives exec): Ctrl-C must still reach the command
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: signal.pthread_sigmask(
-                                    signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}))
+                                preexec_fn=as_foreground_job)
     deadline = time.monotonic() + 180
     while not re.search(r"trials: \d+ queued, [1-9]\d* running", log.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
