@@ -213,6 +213,7 @@ def test_ctrl_c_leaves_trials_to_resume_not_cancelled(orch, study, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "arc_ray.cli", "cycle", study.source_path,
             "--address", ray.get_runtime_context().gcs_address]
+
     def as_foreground_job() -> None:
         # SIGINT at its default, as a terminal's foreground job has it (a suite started in
         # the background by a non-interactive shell, `pytest &`, hands SIG_IGN down, and
