@@ -429,6 +429,26 @@ def test_surrogate_maximises_the_world_model_and_spreads_its_batch(toy_study):
     assert got > rand
 
 
+def test_surrogate_exploits_inside_its_trust_region_only(toy_study):
+    """In exploit mode the surrogate maximises EI over moves around the best trials only;
+    in explore mode over the whole space (Sobol) as well."""
+    import re
+
+    from arc_ray.agents.surrogate import (
+        LOCAL_CANDIDATES, LOCAL_CENTRES, LOCAL_STEPS, SOBOL_CANDIDATES, SurrogateProposer)
+
+    results = make_results(toy_study, 30, seed=1)
+    local = LOCAL_CENTRES * len(LOCAL_STEPS) * LOCAL_CANDIDATES
+    for mode, sobol in [(StrategyMode.EXPLOIT, False), (StrategyMode.EXPLORE, True)]:
+        props = SurrogateProposer(toy_study).propose(context(toy_study, results, mode=mode, quota=3))
+        assert len(props) == 3
+        assert_valid_proposals(toy_study, props)
+        for p in props:
+            assert ("trust region only" in p.rationale) != sobol and ("Sobol" in p.rationale) == sobol
+            pool = int(re.search(r"best of (\d+) candidates", p.rationale).group(1))
+            assert (pool >= SOBOL_CANDIDATES + local) == sobol and pool >= local
+
+
 # ------------------------------------------------------------------ explorer
 
 

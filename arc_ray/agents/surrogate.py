@@ -5,7 +5,9 @@ acquisition, maximised, finds the optimum far sooner (Optuna's GPSampler beat th
 collective there by orders of magnitude in ``bench_search``). This proposer fits the
 world model (Matern-5/2 ARD GP with a failure estimate) on the history, scores a pool of
 candidates — scrambled Sobol points over the searched parameters, and Gaussian moves
-around the best trials (a trust region: small and larger steps) — by expected
+around the best trials (a trust region: small and larger steps); in the director's
+exploit cycles the trust region alone, since a GP fitted on a few trials extrapolates
+expected improvement to far corners along parameters it has not learned yet — by expected
 improvement times the chance the trial does not fail, and picks the batch greedily with
 local penalisation: after each pick, candidates near it lose acquisition, so a batch
 spreads over several promising spots instead of piling onto one (no refit needed, unlike
@@ -26,7 +28,7 @@ from arc_ray.agents._history import nearest_distance, rms_distance
 from arc_ray.agents.base import AgentContext, Proposer, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
-from arc_ray.records import Proposal, ProposalType
+from arc_ray.records import Proposal, ProposalType, StrategyMode
 from arc_ray.space import flatten_config
 
 if TYPE_CHECKING:
@@ -172,10 +174,17 @@ class SurrogateProposer(Proposer):
         space = self.study.search_space
         rng = np.random.default_rng(self.study.seed * 1_000_003 + ctx.cycle_id)
         sobol = qmc.Sobol(d=len(names), scramble=True, seed=int(rng.integers(2**31)))
-        raw = [sobol.random_base2(int(math.log2(SOBOL_CANDIDATES)))]
+        raw = []
         for i in view.top_indices(0.0, minimum=LOCAL_CENTRES):
             for step in LOCAL_STEPS:
                 raw.append(np.clip(view.X[i, axes] + rng.normal(0.0, step, (LOCAL_CANDIDATES, len(axes))), 0, 1))
+        # exploit: the trust region alone (a model fitted on few trials extrapolates EI
+        # to far corners along the parameters it has not learned yet); else the whole space too
+        local = bool(raw) and ctx.strategy is not None and ctx.strategy.mode == StrategyMode.EXPLOIT
+        if not local:
+            raw.insert(0, sobol.random_base2(int(math.log2(SOBOL_CANDIDATES))))
+        pool = ("moves around the best trials (exploit: the trust region only), refined" if local
+                else "Sobol, moves around the best trials, refined")
         best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
 
         fixed = {k: v for k, v in view.baseline_flat.items() if k not in names}
@@ -233,7 +242,7 @@ class SurrogateProposer(Proposer):
             proposals.append(self.proposal_of(ctx, k, flat, notes, (
                 f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
                 f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
-                f"best of {len(units)} candidates (Sobol, moves around the best trials, refined)")))
+                f"best of {len(units)} candidates ({pool})")))
         return proposals
 
 
