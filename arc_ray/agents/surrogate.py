@@ -180,7 +180,7 @@ class SurrogateProposer(Proposer):
                 raw.append(np.clip(view.X[i, axes] + rng.normal(0.0, step, (LOCAL_CANDIDATES, len(axes))), 0, 1))
         # exploit: the trust region alone (a model fitted on few trials extrapolates EI
         # to far corners along the parameters it has not learned yet); else the whole space too
-        local = bool(raw) and ctx.strategy is not None and ctx.strategy.mode == StrategyMode.EXPLOIT
+        local = ctx.strategy is not None and ctx.strategy.mode == StrategyMode.EXPLOIT
         if not local:
             raw.insert(0, sobol.random_base2(int(math.log2(SOBOL_CANDIDATES))))
         pool = ("moves around the best trials (exploit: the trust region only), refined" if local
