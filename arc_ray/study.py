@@ -70,12 +70,14 @@ class DirectorSettings(BaseModel):
 
     explore_cycles: int = Field(1, ge=0)  # the first cycles always explore
     stagnation_window: int = Field(8, ge=2)  # completed experiments looked back on
-    # What counts as a gain. Scale-free by default: a share of the metric's spread (the
-    # interquartile range of the completed experiments' values), so one rule fits AUC,
-    # a loss in the thousands and a residual near 1e-6. A threshold given in the metric's
-    # own units (the older settings) takes precedence over its share.
-    stagnation_share: float = Field(0.05, ge=0)  # of the spread: smaller gains count as no improvement
-    exploit_share: float = Field(0.1, ge=0)  # of the spread: a gain this large in the last cycle → exploit
+    # What counts as a gain. By default any new best (scale-free: ranks, not units). A
+    # share of the metric's spread (the interquartile range of the completed values) or a
+    # threshold in the metric's own units (which takes precedence) asks for more, e.g. for
+    # a noisy metric. Shares of the spread were the default until measured at 100
+    # evaluations: a converging search's gains shrink while the spread of all it has tried
+    # does not, so long runs sat in recover cycles while the model still improved the best.
+    stagnation_share: float = Field(0.0, ge=0)  # of the spread: smaller gains count as no improvement
+    exploit_share: float = Field(0.0, ge=0)  # of the spread: a gain this large in the last cycle → exploit
     stagnation_threshold: float | None = Field(None, ge=0)  # in metric units, instead of the share
     exploit_threshold: float | None = Field(None, ge=0)  # in metric units, instead of the share
 

@@ -241,19 +241,21 @@ def test_director_rules(toy_study):
     assert tired.mode == StrategyMode.EXPLORE and "did not help" in tired.reason
     gain = d.plan(_summary(recent_improvement=0.05))
     assert gain.mode == StrategyMode.EXPLOIT and "0.05" in gain.reason
-    small = d.plan(_summary(recent_improvement=0.001))
-    assert small.mode == StrategyMode.EXPLORE
+    # by default any new best is a gain (ranks, not units); none → explore
+    assert d.plan(_summary(recent_improvement=0.001)).mode == StrategyMode.EXPLOIT
+    none = d.plan(_summary(recent_improvement=0.0))
+    assert none.mode == StrategyMode.EXPLORE and "no new best" in none.reason
     # fewer completed trials than the world model needs: around a declared baseline the
     # director exploits; around the space's middle (no one's start) it explores
     from arc_ray.agents.surrogate import startup_size
     from arc_ray.api import default_baseline
 
     need = startup_size(len(toy_study.searched_names))
-    early = d.plan(_summary(recent_improvement=0.001, n_trials=need - 1, n_completed=need - 1))
+    early = d.plan(_summary(recent_improvement=0.0, n_trials=need - 1, n_completed=need - 1))
     assert early.mode == StrategyMode.EXPLOIT and "declared its baseline" in early.reason
-    assert d.plan(_summary(recent_improvement=0.001, n_trials=need, n_completed=need)).mode == StrategyMode.EXPLORE
+    assert d.plan(_summary(recent_improvement=0.0, n_trials=need, n_completed=need)).mode == StrategyMode.EXPLORE
     middle = toy_study.model_copy(update={"baseline": {**toy_study.baseline, **default_baseline(toy_study.search_space)}})
-    assert Director(middle).plan(_summary(recent_improvement=0.001, n_trials=need - 1,
+    assert Director(middle).plan(_summary(recent_improvement=0.0, n_trials=need - 1,
                                           n_completed=need - 1)).mode == StrategyMode.EXPLORE
     for s in (first, failed, stag, gain):
         assert sum(s.quotas.values()) == toy_study.proposers.proposals_per_cycle
@@ -279,18 +281,43 @@ def test_director_counts_rolling_rounds_as_cycles(toy_study):
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
 def test_director_thresholds_are_scale_free_unless_given_in_metric_units(toy_study, scale):
     """The same history in other units (a residual near 1e-6, a loss in the thousands)
-    gets the same plans; thresholds set in the metric's units still win."""
+    gets the same plans, by default (any new best) and with gains set as shares of the
+    spread; thresholds set in the metric's units still win."""
     d = Director(toy_study)
     spread = 0.2 * scale
-    assert d.plan(_summary(recent_improvement=0.05 * scale, metric_spread=spread)).mode == StrategyMode.EXPLOIT
-    assert d.plan(_summary(recent_improvement=0.001 * scale, metric_spread=spread)).mode == StrategyMode.EXPLORE
-    assert d.plan(_summary(recent_improvement=0.0, metric_spread=0.0)).mode == StrategyMode.EXPLORE
+    assert toy_study.director.gains(spread) == (0.0, 0.0)  # default: any new best is a gain
+    assert d.plan(_summary(recent_improvement=1e-6 * scale, metric_spread=spread)).mode == StrategyMode.EXPLOIT
+    assert d.plan(_summary(recent_improvement=0.0, metric_spread=spread)).mode == StrategyMode.EXPLORE
+    shares = toy_study.model_copy(update={"director": toy_study.director.model_copy(
+        update={"stagnation_share": 0.05, "exploit_share": 0.1})})
+    ds = Director(shares)
+    assert ds.plan(_summary(recent_improvement=0.05 * scale, metric_spread=spread)).mode == StrategyMode.EXPLOIT
+    low = ds.plan(_summary(recent_improvement=0.001 * scale, metric_spread=spread))
+    assert low.mode == StrategyMode.EXPLORE and "below the exploit threshold" in low.reason
+    assert ds.plan(_summary(recent_improvement=0.0, metric_spread=0.0)).mode == StrategyMode.EXPLORE
+    assert shares.director.gains(spread) == pytest.approx((0.05 * spread, 0.1 * spread))
     fixed = toy_study.model_copy(update={"director": toy_study.director.model_copy(
         update={"exploit_threshold": 0.01 * scale})})
     plan = Director(fixed).plan(_summary(recent_improvement=0.02 * scale, metric_spread=100 * scale))
     assert plan.mode == StrategyMode.EXPLOIT and f"{0.01 * scale:.3g}" in plan.reason
-    assert toy_study.director.gains(spread) == pytest.approx((0.05 * spread, 0.1 * spread))
+    assert Director(fixed).plan(_summary(recent_improvement=0.005 * scale)).mode == StrategyMode.EXPLORE
     assert toy_study.director.gains(None) == (0.0, 0.0)
+
+
+def test_director_gives_the_surrogate_more_once_the_history_is_rich(toy_study):
+    """From RICH_HISTORY completed trials per searched parameter the world model's own
+    acquisition gets a larger share of every mode's proposals; before, the mode's mix."""
+    from arc_ray.agents.director import RICH_HISTORY
+
+    d = Director(toy_study)
+    rich = RICH_HISTORY * len(toy_study.searched_names)
+    for mode in StrategyMode:
+        before, after = d.quotas(mode, rich - 1), d.quotas(mode, rich)
+        assert before == d.quotas(mode)
+        assert after["surrogate"] > before["surrogate"]
+        assert sum(after.values()) == sum(before.values()) == toy_study.proposers.proposals_per_cycle
+    plan = d.plan(_summary(recent_improvement=0.05, n_completed=rich, n_trials=rich))
+    assert plan.quotas == d.quotas(StrategyMode.EXPLOIT, rich)
 
 
 def test_split_quota_is_exact_and_deterministic():

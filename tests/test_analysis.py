@@ -90,6 +90,10 @@ def test_stagnation_window_threshold_and_direction():
     small = _series([0.5, 0.9, 0.901, 0.902, 0.903, 0.904])
     assert analysis.stagnation(small, "auc", "max", 0.01, 4).stagnating
     assert not analysis.stagnation(small, "auc", "max", 0.001, 4).stagnating
+    # threshold 0 (the director's default): any new best is a gain, a tie is not
+    assert analysis.stagnation(small, "auc", "max", 0.0, 4).stagnating is False
+    tie = analysis.stagnation(flat, "auc", "max", 0.0, 4)
+    assert tie.stagnating and tie.experiments_since_improvement == 4
     # too little history to judge is never stagnation
     assert not analysis.stagnation(_series([0.5, 0.5, 0.5]), "auc", "max", 0.01, 3).stagnating
 

@@ -246,19 +246,20 @@ class Stagnation:
 def stagnation(table: pa.Table, metric: str, mode: str, threshold: float, window: int, *,
                frame: Frame | None = None,
                constraints: Sequence[OutcomeConstraint] = ()) -> Stagnation:
-    """Stagnating: the best of the last ``window`` completed experiments beats the best
-    before them by less than ``threshold`` (in the study's direction). Needs more than
-    ``window`` completed experiments; fewer is never stagnation."""
+    """Stagnating: the best of the last ``window`` completed experiments does not beat the
+    best before them, or by less than ``threshold`` (in the study's direction; a gain
+    counts when it is positive and at least ``threshold``). Needs more than ``window``
+    completed experiments; fewer is never stagnation."""
     s = scored(table, metric, mode, frame=frame, constraints=constraints).scores
     n = s.size
     since = 0
     if n:
         prev = np.concatenate([[-np.inf], np.maximum.accumulate(s)[:-1]])
-        since = int(n - 1 - np.flatnonzero(s - prev >= threshold)[-1])
+        since = int(n - 1 - np.flatnonzero((s - prev >= threshold) & (s > prev))[-1])
     if window < 1 or n <= window:  # nothing before the window to compare with
         return Stagnation(False, since, None, window, threshold)
     gain = float(s[-window:].max() - s[:-window].max())
-    return Stagnation(gain < threshold, since, gain, window, threshold)
+    return Stagnation(not (gain > 0 and gain >= threshold), since, gain, window, threshold)
 
 
 def spread(table: pa.Table, metric: str, mode: str, *, frame: Frame | None = None,
