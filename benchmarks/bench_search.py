@@ -33,8 +33,9 @@ except ARC, whose ``budget.max_trials`` only caps its last cycle and stops its l
 else), so the first N evaluations of a 100-trial study are those of an N-trial
 one. (With batches of 8 and a budget of 20, the capped cycle of an N-trial study would run the
 first 4 of the vote's ranking; the prefix takes the first 4 evaluated, in the same order.)
-ARC may also stop before the budget (its default stop rule: three recover cycles without
-improvement); its best then stands for the rest of the budget.
+ARC stops before the budget only if a study opts into early stopping
+(``budget.stop_on_no_improvement``, off by default and here); its best would then stand
+for the rest of the budget.
 
 Report: per problem × batch × budget cell the median best value per sampler and the
 best known value; per peer the share of cells where ARC's median is strictly better
@@ -51,9 +52,9 @@ takes names or family names (``sklearn``, ``synthetic``, ``failure``).
 
 Cost: the full suite is 2,160 runs and does not fit 15 minutes on 2 cores. ARC runs
 in the driver (no Ray: ``run_study`` with ``executor="inprocess"`` and no cluster), so
-Optuna's GPSampler (median 4.5-6 s a run at 40 evaluations, about a minute at 100)
-dominates: 27 problems x 10 seeds at budgets 20/40 took 29 min wall for batches of 8
-with every sampler fresh. The peers do not change when ARC does: ``--reuse FILE`` takes
+Optuna's GPSampler (median 4.5-6 s a run at 40 evaluations, 11 s at 100 in batches of
+4) dominates: 27 problems x 5 seeds at budgets 20/40/100, batches of 4, took 33 min
+wall; 27 problems x 10 seeds at budgets 20/40, batches of 8, 29 min; every sampler fresh. The peers do not change when ARC does: ``--reuse FILE`` takes
 their runs from an earlier raw results file and runs only ARC's (6-8 min for the same
 size).
 """
