@@ -91,6 +91,16 @@ _FEW_FOLDS_ABOVE, _FEW_FOLDS = 60, 5
 # not the model's calibration (3 trials of the 12-parameter demo study gave x3.6, so the
 # critic's expected improvement chased the farthest configs).
 _MIN_CALIBRATION = 8
+# The least noise variance the GP may fit, as a share of the metric's variance (outputs
+# are standardised). At 0.1 % (the floor until issue #12's 100-evaluation runs) a
+# deterministic response spanning orders of magnitude was blurred near its optimum: on a
+# 4-parameter quadratic bowl fitted on 80 trials, forecasts of configs close to the
+# optimum were off by 15-30 % of their value (0.04-0.08), at 1e-6 by 1-2 %. In bench_search
+# (27 problems, 5 seeds, 100 evaluations in batches of 4) the collective's runs then beat
+# their own results at the old floor in 88 cases and lost 38 (ellipsoid6's median best
+# 0.62 → 0.0052, bowl_cat's 0.20 → 6e-6). Noisy metrics still fit their noise: the
+# marginal likelihood, not this floor, sets it there (bench_world_model).
+MIN_NOISE = 1e-6
 # L-BFGS iterations per optimizer start: the full fit's, and a calibration fold's (which
 # starts at the full fit's optimum). Past ~50 the likelihood only creeps along flat ridges
 # of length scales that do not matter; in trials, more changed neither ranks nor coverage.
@@ -332,11 +342,14 @@ class WorldModel:
         # as sqrt(d), and starting short lets few points in many dimensions fall into an
         # interpolating optimum (ranks on 40 trials of the 21-column fundus space: median
         # Spearman 0.78 from 0.5, 0.94 from sqrt(d)/4). Scales under 0.1 of a parameter's
-        # range and noise under 0.1 % of the metric's variance are overfitting, not signal.
+        # range are overfitting, not signal. The noise may fall to MIN_NOISE of the metric's
+        # variance (Optuna's GPSampler's floor): the variance is the whole history's, and a
+        # search closing in on an optimum measures differences thousands of times smaller
+        # than its first trials' spread, which a floor of 0.1 % blurred into noise.
         return (ConstantKernel(1.0, (1e-3, 1e2))
                 * Matern(length_scale=np.full(n_features, 0.25 * math.sqrt(n_features)),
                          length_scale_bounds=(0.1, 1e2), nu=2.5)
-                + WhiteKernel(0.1, (1e-3, 2.0)))
+                + WhiteKernel(0.1, (MIN_NOISE, 2.0)))
 
     def _fit_gp(self, X: np.ndarray, y: np.ndarray) -> tuple[GaussianProcessRegressor, float]:
         """Fit hyperparameters on at most ``hyperparameter_fit_size`` points, condition on all.
