@@ -141,6 +141,22 @@ def test_a_deterministic_response_is_resolved_close_to_its_optimum():
     assert spearmanr(mean, truth).statistic > 0.99
 
 
+def test_few_trials_per_parameter_keep_the_small_data_noise_floor():
+    """Below RICH_OBSERVATIONS trials per parameter the noise may not fall under
+    SMALL_DATA_NOISE (few points in many dimensions interpolate); from there MIN_NOISE."""
+    from arc_ray.world_model._model import MIN_NOISE, RICH_OBSERVATIONS, SMALL_DATA_NOISE
+
+    n_params = len(SPACE.names)
+    rng = np.random.default_rng(5)
+    configs = sample_configs(rng, RICH_OBSERVATIONS * n_params)
+    records = [{"config": c, "metrics": {"auc": surface(c)}} for c in configs]  # no noise at all
+    few = WorldModel(seed=0).fit(trials_table_from_records(records[:RICH_OBSERVATIONS * n_params - 1]),
+                                 SPACE, "auc", 1.0)
+    rich = WorldModel(seed=0).fit(trials_table_from_records(records), SPACE, "auc", 1.0)
+    assert few._gp.kernel_.k2.noise_level >= SMALL_DATA_NOISE * 0.999
+    assert MIN_NOISE * 0.999 <= rich._gp.kernel_.k2.noise_level < SMALL_DATA_NOISE
+
+
 def test_std_is_not_rescaled_from_a_handful_of_trials(monkeypatch):
     """Leave-one-out on 3-7 trials (folds of 2-6 in a 7-column space) measures nothing
     about calibration: such a scale made the critic's EI chase the farthest configs."""

@@ -92,15 +92,21 @@ _FEW_FOLDS_ABOVE, _FEW_FOLDS = 60, 5
 # critic's expected improvement chased the farthest configs).
 _MIN_CALIBRATION = 8
 # The least noise variance the GP may fit, as a share of the metric's variance (outputs
-# are standardised). At 0.1 % (the floor until issue #12's 100-evaluation runs) a
-# deterministic response spanning orders of magnitude was blurred near its optimum: on a
-# 4-parameter quadratic bowl fitted on 80 trials, forecasts of configs close to the
-# optimum were off by 15-30 % of their value (0.04-0.08), at 1e-6 by 1-2 %. In bench_search
-# (27 problems, 5 seeds, 100 evaluations in batches of 4) the collective's runs then beat
-# their own results at the old floor in 88 cases and lost 38 (ellipsoid6's median best
-# 0.62 → 0.0052, bowl_cat's 0.20 → 6e-6). Noisy metrics still fit their noise: the
-# marginal likelihood, not this floor, sets it there (bench_world_model).
+# are standardised). The variance is the whole history's, and a search closing in on an
+# optimum measures differences thousands of times smaller than its first trials' spread:
+# at 0.1 % (SMALL_DATA_NOISE) a deterministic response spanning orders of magnitude was
+# blurred near its optimum (a 4-parameter quadratic bowl fitted on 80 trials: forecasts
+# near the optimum off by 15-30 % of their value, at 1e-6 by 1-2 %). So once the history
+# holds RICH_OBSERVATIONS completed trials per parameter, the floor is MIN_NOISE (Optuna
+# GPSampler's); before that it stays at SMALL_DATA_NOISE, where fewer trials than that
+# in many dimensions fall into an interpolating optimum. In bench_search (27 problems,
+# 5 seeds, batches of 4 and 8, budgets 20/40/100) the collective's runs then beat their
+# results with the 0.1 % floor throughout in 296 cases and lost 175 (at 100 evaluations
+# 159 and 72; ellipsoid6's median best at 100 in batches of 4 0.62 → 0.0039); the floor
+# at 1e-6 from the first trial gave 342 and 231, more of the losses at 20 evaluations.
 MIN_NOISE = 1e-6
+SMALL_DATA_NOISE = 1e-3
+RICH_OBSERVATIONS = 5
 # L-BFGS iterations per optimizer start: the full fit's, and a calibration fold's (which
 # starts at the full fit's optimum). Past ~50 the likelihood only creeps along flat ridges
 # of length scales that do not matter; in trials, more changed neither ranks nor coverage.
@@ -337,19 +343,17 @@ class WorldModel:
                     n, self.max_fit_size, n_best)
         return np.array(sorted(chosen))
 
-    def _kernel(self, n_features: int) -> Any:
+    def _kernel(self, n_features: int, noise_floor: float = MIN_NOISE) -> Any:
         # Length scales start at sqrt(d)/4: in d unit-cube dimensions typical distances grow
         # as sqrt(d), and starting short lets few points in many dimensions fall into an
         # interpolating optimum (ranks on 40 trials of the 21-column fundus space: median
         # Spearman 0.78 from 0.5, 0.94 from sqrt(d)/4). Scales under 0.1 of a parameter's
-        # range are overfitting, not signal. The noise may fall to MIN_NOISE of the metric's
-        # variance (Optuna's GPSampler's floor): the variance is the whole history's, and a
-        # search closing in on an optimum measures differences thousands of times smaller
-        # than its first trials' spread, which a floor of 0.1 % blurred into noise.
+        # range are overfitting, not signal. The noise may fall to ``noise_floor`` of the
+        # metric's variance (see MIN_NOISE).
         return (ConstantKernel(1.0, (1e-3, 1e2))
                 * Matern(length_scale=np.full(n_features, 0.25 * math.sqrt(n_features)),
                          length_scale_bounds=(0.1, 1e2), nu=2.5)
-                + WhiteKernel(0.1, (MIN_NOISE, 2.0)))
+                + WhiteKernel(0.1, (noise_floor, 2.0)))
 
     def _fit_gp(self, X: np.ndarray, y: np.ndarray) -> tuple[GaussianProcessRegressor, float]:
         """Fit hyperparameters on at most ``hyperparameter_fit_size`` points, condition on all.
@@ -364,7 +368,9 @@ class WorldModel:
         with warnings.catch_warnings():
             # Length scales at their bounds (an unused parameter) are expected, not a fault.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gp = GaussianProcessRegressor(self._kernel(X.shape[1]), normalize_y=True,
+            assert self._encoder is not None
+            floor = MIN_NOISE if len(y) >= RICH_OBSERVATIONS * len(self._encoder.groups) else SMALL_DATA_NOISE
+            gp = GaussianProcessRegressor(self._kernel(X.shape[1], floor), normalize_y=True,
                                           optimizer=functools.partial(lbfgs, X=X[hyper], y=y[hyper],
                                                                       max_iter=_MAX_ITER),
                                           n_restarts_optimizer=self.n_restarts,
