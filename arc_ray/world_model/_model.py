@@ -7,8 +7,8 @@ that are predicted poor or likely to crash.
 (:class:`~sklearn.gaussian_process.GaussianProcessRegressor`): a constant amplitude
 times a Matérn-5/2 kernel with one length scale per input column (ARD), plus a white
 noise term (at least 0.1 % of the metric's variance, 1e-6 from five trials per
-parameter: :data:`MIN_NOISE`), hyperparameters fitted by maximising the log marginal likelihood (L-BFGS
-with a few random restarts, on the closed-form likelihood and gradient of
+parameter: :data:`MIN_NOISE`), hyperparameters fitted by maximising the log marginal
+likelihood (L-BFGS with a few random restarts, on the closed-form likelihood and gradient of
 :mod:`~arc_ray.world_model._likelihood`, which equal scikit-learn's at a fraction of its
 per-call overhead), outputs standardised (``normalize_y``). scikit-learn rather
 than BoTorch because the model is small (hundreds of trials, a few dozen columns) and
