@@ -476,6 +476,38 @@ def test_surrogate_exploits_inside_its_trust_region_only(toy_study):
             assert (pool >= SOBOL_CANDIDATES + local) == sobol and pool >= local
 
 
+def test_surrogate_polishes_the_best_trial_once_the_history_is_rich(toy_study):
+    """With RICH_HISTORY completed trials per searched parameter, all the batch's slots
+    but one go to polish: EI's best moves within a hair of the best trial, apart from each
+    other; the surrogate's other picks (first) maximise the acquisition over its whole
+    pool. With fewer trials every pick comes from the whole pool."""
+    from arc_ray.agents.surrogate import POLISH_RADIUS, POLISH_STEPS, RICH_HISTORY, SurrogateProposer
+
+    rich = RICH_HISTORY * len(toy_study.searched_names)
+    slots = toy_study.budget.trials_per_cycle
+    quota = slots + 2
+    for n, polished in [(rich - 1, False), (rich + 5, True)]:
+        ctx = context(toy_study, make_results(toy_study, n, seed=1), quota=quota)
+        props = SurrogateProposer(toy_study).propose(ctx)
+        assert len(props) == quota
+        assert_valid_proposals(toy_study, props)
+        polish = ["polish" in p.rationale for p in props]
+        if not polished:
+            assert not any(polish)
+            continue
+        assert polish == [False] * (quota - slots + 1) + [True] * (slots - 1)
+        view = ctx.history()
+        axes = view.axes(toy_study.proposers.exclude)
+        best = view.X[view.best_index(), axes]
+        pts = np.array([view.unit(flatten_config(p.changes))[axes] for p in props])
+        near = nearest_distance(pts, best[None, :])
+        assert (near[polish] < 3 * POLISH_STEPS[0]).all() and (near > 1e-9).all()
+        assert (near[~np.array(polish)] > 3 * POLISH_STEPS[0]).any()
+        fine = pts[polish]
+        for i in range(len(fine)):  # polish picks apart from each other
+            assert nearest_distance(fine[i:i + 1], np.delete(fine, i, axis=0))[0] > 0.1 * POLISH_RADIUS
+
+
 # ------------------------------------------------------------------ explorer
 
 

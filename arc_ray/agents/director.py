@@ -11,7 +11,7 @@ import numpy as np
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import Agent, AgentContext, risk_cap
 from arc_ray.agents.explorer import novelty_score
-from arc_ray.agents.surrogate import declared_baseline, startup_size
+from arc_ray.agents.surrogate import RICH_HISTORY, declared_baseline, startup_size
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
 from arc_ray.space import flatten_config
 from arc_ray.study import StudyConfig
@@ -30,12 +30,12 @@ MODE_MIX: dict[StrategyMode, dict[str, float]] = {
     StrategyMode.RECOVER: {"bayesian": 0.2, "surrogate": 0.2, "explorer": 0.1, "architect": 0.0,
                            "recovery": 0.5},
 }
-# Once the history holds this many completed trials per searched parameter, the world
-# model is fitted on enough data that its own acquisition (the surrogate) earns more of
-# every mode's proposals: its weight in the table above is multiplied by RICH_SURROGATE.
+# Once the history holds RICH_HISTORY completed trials per searched parameter (defined
+# with the surrogate, which then also polishes the best trial), the world model is fitted
+# on enough data that its own acquisition (the surrogate) earns more of every mode's
+# proposals: its weight in the table above is multiplied by RICH_SURROGATE.
 # (At 100 evaluations Optuna's GPSampler, all model, out-converged the collective on
 # smooth problems; the early cycles keep the mix that measured best at 20 and 40.)
-RICH_HISTORY = 5
 RICH_SURROGATE = 3.0
 BEHIND_BASELINE = 0.9  # an explore vote's cap while the baseline, proposed, has not run
 _OTHER_WEIGHT = 0.2  # share weight of a registered proposer the table above does not name

@@ -12,14 +12,17 @@ improvement times the chance the trial does not fail, and picks the batch greedi
 local penalisation: after each pick, candidates near it lose acquisition, so a batch
 spreads over several promising spots instead of piling onto one (no refit needed, unlike
 a Kriging believer); trials still in flight (rolling decisions) damp their neighbours
-the same way.
+the same way. Once the history is rich (:data:`RICH_HISTORY` completed trials per
+searched parameter), all of the batch's slots but one go to polish: EI maximised over
+fine moves around the best trial, the picks a hair apart, so a converging search closes
+in on its optimum instead of spending most of each batch on far corners.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.stats import norm, qmc
@@ -53,6 +56,21 @@ NEIGHBOUR_STEPS = (0.04, 0.15)  # one-parameter moves of the best config in star
 MIN_OBSERVATIONS = 4  # completed trials before the model is worth maximising (and two per searched axis)
 FIT_SIZE = 300  # most trials the GP conditions on (best quarter plus the most recent)
 REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle while small)
+# Once the history holds RICH_HISTORY completed trials per searched parameter, the world
+# model is fitted on enough data to be trusted near its optimum: the director gives the
+# surrogate more of every mode's proposals (``director.RICH_SURROGATE``), and all of the
+# surrogate's picks but the first polish the best trial: EI maximised over moves of
+# POLISH_STEPS around it, refined down to the last of POLISH_REFINE, the picks
+# POLISH_RADIUS apart. The first pick stays the acquisition's maximum over the whole pool
+# (which often explores). Optuna's GPSampler batches look the same: its first ask
+# maximises log EI alone, the asks with trials pending land within a hair of its best.
+# At 100 evaluations in bench_search (batches of 4, 5 seeds) 165 runs better and 86 worse
+# than one pool for every pick (at 40 evaluations 75 and 29).
+RICH_HISTORY = 5
+POLISH_STEPS = (0.01, 0.003, 0.001, 0.0003)  # moves around the best trial, unit-cube units per axis
+POLISH_MOVES = 32  # moves per polish step
+POLISH_REFINE = (0.003, 0.001, 0.0003, 0.0001)
+POLISH_RADIUS = 0.01  # RMS distance within which a polish pick damps the other polish candidates
 
 
 @register_proposer("surrogate")
@@ -222,33 +240,85 @@ class SurrogateProposer(Proposer):
             columns = {k: columns[k] + more[0][k] for k in columns}
             points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
                 (points, mean, std, risk, ei), more[1:]))
-        def damping(x: np.ndarray) -> np.ndarray:  # local penalisation around the point x
-            return 1.0 - np.exp(-0.5 * (rms_distance(points, x)[:, 0] / PENALTY_RADIUS) ** 2)
-
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
-        for x in run[view.status == "RUNNING"]:  # trials in flight (rolling) damp like picks of this batch
-            acq = acq * damping(x)
-        chosen, proposals = [], []
-        for _ in range(4 * n):
-            if len(proposals) >= n or not np.isfinite(acq).any() or acq.max() <= 0:
-                break
-            j = int(np.argmax(acq))
-            acq = acq * damping(points[j])
-            acq[j] = -np.inf
-            if nearest_distance(points[j], run)[0] < 1e-9:
-                continue  # a config already run: the model's optimum sits on a known point
-            flat, notes = self.admissible({k: columns[k][j] for k in names}, ctx)
-            if flat is None:
-                continue
-            chosen.append(j)
-            k = len(proposals) + 1
-            proposals.append(self.proposal_of(ctx, k, flat, notes, (
-                f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
-                f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
-                f"best of {len(units)} candidates ({pool})")))
+        in_flight = run[view.status == "RUNNING"]  # trials in flight (rolling) damp like picks of this batch
+        best_row = view.best_index()
+        n_polish = (min(n, self.study.budget.trials_per_cycle) - 1
+                    if best_row is not None and view.n_completed >= RICH_HISTORY * len(names) else 0)
+        polish = None
+        if n_polish:
+            polish = self._polish(view.X[best_row, axes], score, rng)
+            polish_acq = polish[6] * (1.0 - polish[5])
+            k0 = len(units)
+            units = np.vstack([units, polish[0]])
+            columns = {k: columns[k] + polish[1][k] for k in columns}
+            points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
+                (points, mean, std, risk, ei), polish[2:]))
+            # each pick damps its own kind: the whole pool's picks PENALTY_RADIUS around
+            # them, the polish picks POLISH_RADIUS (the polish candidates are all closer)
+            acq = np.concatenate([acq, np.full(len(polish_acq), -np.inf)])
+            polish_acq = np.concatenate([np.full(k0, -np.inf), polish_acq])
+
+        def damping(x: np.ndarray, radius: float) -> np.ndarray:  # local penalisation around the point x
+            return 1.0 - np.exp(-0.5 * (rms_distance(points, x)[:, 0] / radius) ** 2)
+
+        for x in in_flight:
+            acq = acq * damping(x, PENALTY_RADIUS)
+            if polish is not None:
+                polish_acq = polish_acq * damping(x, POLISH_RADIUS)
+        proposals: list[Proposal] = []
+
+        def pick(scores: np.ndarray, radius: float, want: int, why: str) -> np.ndarray:
+            """Greedy picks by ``scores`` with local penalisation at ``radius``; returns the
+            scores left."""
+            for _ in range(4 * want):
+                if want <= 0 or not np.isfinite(scores).any() or scores.max() <= 0:
+                    break
+                j = int(np.argmax(scores))
+                scores = scores * damping(points[j], radius)
+                scores[j] = -np.inf
+                if nearest_distance(points[j], run)[0] < 1e-9:
+                    continue  # a config already run: the model's optimum sits on a known point
+                flat, notes = self.admissible({k: columns[k][j] for k in names}, ctx)
+                if flat is None:
+                    continue
+                want -= 1
+                k = len(proposals) + 1
+                proposals.append(self.proposal_of(ctx, k, flat, notes, (
+                    f"world model's acquisition, pick {k} of {n} (local penalisation): EI {ei[j]:.3g}, "
+                    f"predicted {self.study.metric} {mean[j]:.4g} ± {std[j]:.2g}, P(fail) {risk[j]:.2f}, "
+                    + why)))
+            return scores
+
+        acq = pick(acq, PENALTY_RADIUS, n - n_polish, f"best of {len(units)} candidates ({pool})")
+        if polish is not None:
+            pick(polish_acq, POLISH_RADIUS, n - len(proposals), (
+                f"polish: best of {len(polish[0])} moves within {POLISH_STEPS[0]:g} of the best trial "
+                f"({view.ids[best_row]}, {self.study.metric} {view.values[best_row]:.4g}; "
+                f"{view.n_completed} completed trials, {RICH_HISTORY} per searched parameter are enough)"))
+        pick(acq, PENALTY_RADIUS, n - len(proposals), f"best of {len(units)} candidates ({pool})")
         return proposals
 
+    def _polish(self, incumbent: np.ndarray, score: Callable[[np.ndarray], tuple],
+                rng: np.random.Generator) -> tuple:
+        """Candidates close to the best trial (:data:`POLISH_STEPS`), refined around the
+        best-scoring ones (:data:`POLISH_REFINE`): the ``score`` tuple of all of them, their
+        unit-cube rows first."""
+        d = len(incumbent)
+        units = np.vstack([np.clip(incumbent + rng.normal(0.0, step, (POLISH_MOVES, d)), 0, 1)
+                           for step in POLISH_STEPS])
+        scored = score(units)
+        for step in POLISH_REFINE:
+            acq = scored[5] * (1.0 - scored[4])
+            top = np.argsort(-acq)[:REFINE_CENTRES]
+            moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, d)), 0, 1)
+                               for j in top])
+            more = score(moves)
+            units = np.vstack([units, moves])
+            scored = ({k: scored[0][k] + more[0][k] for k in scored[0]},
+                      *(np.concatenate([a, b]) for a, b in zip(scored[1:], more[1:])))
+        return (units, *scored)
 
 def declared_baseline(study: "StudyConfig", names: list[str]) -> bool:
     """Whether the study's baseline is the user's (not the space's middle, the default of
