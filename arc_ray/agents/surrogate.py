@@ -59,13 +59,14 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 # Once the history holds RICH_HISTORY completed trials per searched parameter, the world
 # model is fitted on enough data to be trusted near its optimum: the director gives the
 # surrogate more of every mode's proposals (``director.RICH_SURROGATE``), and all of the
-# surrogate's picks but the first polish the best trial: EI maximised over moves of
-# POLISH_STEPS around it, refined down to the last of POLISH_REFINE, the picks
-# POLISH_RADIUS apart. The first pick stays the acquisition's maximum over the whole pool
-# (which often explores). Optuna's GPSampler batches look the same: its first ask
-# maximises log EI alone, the asks with trials pending land within a hair of its best.
-# At 100 evaluations in bench_search (batches of 4, 5 seeds) 165 runs better and 86 worse
-# than one pool for every pick (at 40 evaluations 75 and 29).
+# batch's slots (``budget.trials_per_cycle``) but one go to polish: EI maximised over
+# moves of POLISH_STEPS around the best trial, refined down to the last of POLISH_REFINE,
+# the picks POLISH_RADIUS apart. The surrogate's other picks (first) stay the
+# acquisition's maximum over the whole pool, which often explores. Optuna's GPSampler
+# batches look the same: its first ask maximises log EI alone, the asks with trials
+# pending land within a hair of its best. In bench_search (batches of 4, budgets
+# 20/40/100, 5 seeds) 165 runs better and 86 worse than one pool for every pick (at 100
+# evaluations 75 and 49; cells vs GP 47 → 53 of 81).
 RICH_HISTORY = 5
 POLISH_STEPS = (0.01, 0.003, 0.001, 0.0003)  # moves around the best trial, unit-cube units per axis
 POLISH_MOVES = 32  # moves per polish step
@@ -223,38 +224,26 @@ class SurrogateProposer(Proposer):
             ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
             return columns, points, mean, std, risk, ei
 
-        units = np.vstack(raw)
-        columns, points, mean, std, risk, ei = score(units)
         # Refine: finer and finer moves around the pool's best candidates, so the
         # acquisition's maximum is found to a small fraction of each axis, not to the
         # pool's spacing (what lets a GP close in on a smooth optimum).
-        for step in REFINE_STEPS:
-            acq = ei * (1.0 - risk)
-            top = np.argsort(-acq)[:REFINE_CENTRES]
-            moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, len(axes))), 0, 1)
-                               for j in top if acq[j] > 0] or [np.empty((0, len(axes)))])
-            if not len(moves):
-                break
-            more = score(moves)
-            units = np.vstack([units, moves])
-            columns = {k: columns[k] + more[0][k] for k in columns}
-            points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
-                (points, mean, std, risk, ei), more[1:]))
+        units = np.vstack(raw)
+        units, (columns, points, mean, std, risk, ei) = _refine(units, score(units), REFINE_STEPS, score, rng,
+                                                                skip_nil=True)
         acq = ei * (1.0 - risk)
         run = view.X[:, axes]
         in_flight = run[view.status == "RUNNING"]  # trials in flight (rolling) damp like picks of this batch
         best_row = view.best_index()
         n_polish = (min(n, self.study.budget.trials_per_cycle) - 1
                     if best_row is not None and view.n_completed >= RICH_HISTORY * len(names) else 0)
-        polish = None
         if n_polish:
-            polish = self._polish(view.X[best_row, axes], score, rng)
-            polish_acq = polish[6] * (1.0 - polish[5])
+            polish_units, polished = self._polish(view.X[best_row, axes], score, rng)
+            polish_acq = polished[5] * (1.0 - polished[4])
             k0 = len(units)
-            units = np.vstack([units, polish[0]])
-            columns = {k: columns[k] + polish[1][k] for k in columns}
+            units = np.vstack([units, polish_units])
+            columns = {k: columns[k] + polished[0][k] for k in columns}
             points, mean, std, risk, ei = (np.concatenate([a, b]) for a, b in zip(
-                (points, mean, std, risk, ei), polish[2:]))
+                (points, mean, std, risk, ei), polished[1:]))
             # each pick damps its own kind: the whole pool's picks PENALTY_RADIUS around
             # them, the polish picks POLISH_RADIUS (the polish candidates are all closer)
             acq = np.concatenate([acq, np.full(len(polish_acq), -np.inf)])
@@ -265,7 +254,7 @@ class SurrogateProposer(Proposer):
 
         for x in in_flight:
             acq = acq * damping(x, PENALTY_RADIUS)
-            if polish is not None:
+            if n_polish:
                 polish_acq = polish_acq * damping(x, POLISH_RADIUS)
         proposals: list[Proposal] = []
 
@@ -292,33 +281,42 @@ class SurrogateProposer(Proposer):
             return scores
 
         acq = pick(acq, PENALTY_RADIUS, n - n_polish, f"best of {len(units)} candidates ({pool})")
-        if polish is not None:
+        if n_polish:
             pick(polish_acq, POLISH_RADIUS, n - len(proposals), (
-                f"polish: best of {len(polish[0])} moves within {POLISH_STEPS[0]:g} of the best trial "
+                f"polish: best of {len(polish_units)} moves within {POLISH_STEPS[0]:g} of the best trial "
                 f"({view.ids[best_row]}, {self.study.metric} {view.values[best_row]:.4g}; "
-                f"{view.n_completed} completed trials, {RICH_HISTORY} per searched parameter are enough)"))
+                f"{view.n_completed} completed trials, at least {RICH_HISTORY} per searched parameter)"))
         pick(acq, PENALTY_RADIUS, n - len(proposals), f"best of {len(units)} candidates ({pool})")
         return proposals
 
     def _polish(self, incumbent: np.ndarray, score: Callable[[np.ndarray], tuple],
-                rng: np.random.Generator) -> tuple:
+                rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
         """Candidates close to the best trial (:data:`POLISH_STEPS`), refined around the
-        best-scoring ones (:data:`POLISH_REFINE`): the ``score`` tuple of all of them, their
-        unit-cube rows first."""
-        d = len(incumbent)
-        units = np.vstack([np.clip(incumbent + rng.normal(0.0, step, (POLISH_MOVES, d)), 0, 1)
+        best-scoring ones (:data:`POLISH_REFINE`): their unit-cube rows and ``score`` tuple."""
+        units = np.vstack([np.clip(incumbent + rng.normal(0.0, step, (POLISH_MOVES, len(incumbent))), 0, 1)
                            for step in POLISH_STEPS])
-        scored = score(units)
-        for step in POLISH_REFINE:
-            acq = scored[5] * (1.0 - scored[4])
-            top = np.argsort(-acq)[:REFINE_CENTRES]
-            moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, d)), 0, 1)
-                               for j in top])
-            more = score(moves)
-            units = np.vstack([units, moves])
-            scored = ({k: scored[0][k] + more[0][k] for k in scored[0]},
-                      *(np.concatenate([a, b]) for a, b in zip(scored[1:], more[1:])))
-        return (units, *scored)
+        return _refine(units, score(units), POLISH_REFINE, score, rng, skip_nil=False)
+
+
+def _refine(units: np.ndarray, scored: tuple, steps: tuple[float, ...], score: Callable[[np.ndarray], tuple],
+            rng: np.random.Generator, skip_nil: bool) -> tuple[np.ndarray, tuple]:
+    """Moves of each of ``steps`` (finer and finer) around the :data:`REFINE_CENTRES`
+    candidates of highest acquisition (EI × chance not to fail), scored and appended:
+    the candidates' unit-cube rows and ``score`` tuple (columns, points, mean, std, risk,
+    EI). ``skip_nil``: candidates with no acquisition are not moved around, and the
+    refinement stops when none has any."""
+    for step in steps:
+        acq = scored[5] * (1.0 - scored[4])
+        top = [j for j in np.argsort(-acq)[:REFINE_CENTRES] if not skip_nil or acq[j] > 0]
+        if not top:
+            break
+        moves = np.vstack([np.clip(units[j] + rng.normal(0.0, step, (REFINE_CANDIDATES, units.shape[1])), 0, 1)
+                           for j in top])
+        more = score(moves)
+        units = np.vstack([units, moves])
+        scored = ({k: scored[0][k] + more[0][k] for k in scored[0]},
+                  *(np.concatenate([a, b]) for a, b in zip(scored[1:], more[1:])))
+    return units, scored
 
 def declared_baseline(study: "StudyConfig", names: list[str]) -> bool:
     """Whether the study's baseline is the user's (not the space's middle, the default of
