@@ -307,7 +307,7 @@ def test_director_thresholds_are_scale_free_unless_given_in_metric_units(toy_stu
 def test_director_gives_the_surrogate_more_once_the_history_is_rich(toy_study):
     """From RICH_HISTORY completed trials per searched parameter the world model's own
     acquisition gets a larger share of every mode's proposals; before, the mode's mix."""
-    from arc_ray.agents.director import RICH_HISTORY
+    from arc_ray.agents.surrogate import RICH_HISTORY
 
     d = Director(toy_study)
     rich = RICH_HISTORY * len(toy_study.searched_names)

@@ -11,7 +11,7 @@ import numpy as np
 from arc_ray.agents._history import nearest_distance
 from arc_ray.agents.base import Agent, AgentContext, risk_cap
 from arc_ray.agents.explorer import novelty_score
-from arc_ray.agents.surrogate import RICH_HISTORY, declared_baseline, startup_size
+from arc_ray.agents.surrogate import declared_baseline, rich_history, startup_size
 from arc_ray.records import HistorySummary, Proposal, Strategy, StrategyMode, Vote
 from arc_ray.space import flatten_config
 from arc_ray.study import StudyConfig
@@ -76,8 +76,9 @@ class Director(Agent):
     rule 4 is the last ``budget.trials_per_cycle`` results, and rule 3 counts that many
     recover rounds as one recover cycle.
 
-    Quotas follow :data:`MODE_MIX`; with :data:`RICH_HISTORY` completed trials per
-    searched parameter, the surrogate's weight grows :data:`RICH_SURROGATE`-fold.
+    Quotas follow :data:`MODE_MIX`; with a rich history
+    (:func:`~arc_ray.agents.surrogate.rich_history`: ``RICH_HISTORY`` completed trials per
+    searched parameter), the surrogate's weight grows :data:`RICH_SURROGATE`-fold.
 
     Args:
         study: the study.
@@ -147,10 +148,10 @@ class Director(Agent):
 
     def quotas(self, mode: StrategyMode, n_completed: int = 0) -> dict[str, int]:
         """How many proposals each enabled proposer makes in ``mode`` with ``n_completed``
-        completed trials (from :data:`RICH_HISTORY` per searched parameter the surrogate's
-        weight is multiplied by :data:`RICH_SURROGATE`)."""
+        completed trials (with a rich history, :func:`~arc_ray.agents.surrogate.rich_history`,
+        the surrogate's weight is multiplied by :data:`RICH_SURROGATE`)."""
         mix = dict(MODE_MIX[mode])
-        if n_completed >= RICH_HISTORY * max(1, len(self.study.searched_names)) and "surrogate" in mix:
+        if rich_history(n_completed, len(self.study.searched_names)) and "surrogate" in mix:
             mix["surrogate"] *= RICH_SURROGATE
         enabled = self.study.proposers.enabled
         useful = self.applicable

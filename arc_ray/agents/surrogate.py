@@ -235,7 +235,7 @@ class SurrogateProposer(Proposer):
         in_flight = run[view.status == "RUNNING"]  # trials in flight (rolling) damp like picks of this batch
         best_row = view.best_index()
         n_polish = (min(n, self.study.budget.trials_per_cycle) - 1
-                    if best_row is not None and view.n_completed >= RICH_HISTORY * len(names) else 0)
+                    if best_row is not None and rich_history(view.n_completed, len(names)) else 0)
         if n_polish:
             polish_units, polished = self._polish(view.X[best_row, axes], score, rng)
             polish_acq = polished[5] * (1.0 - polished[4])
@@ -318,12 +318,19 @@ def _refine(units: np.ndarray, scored: tuple, steps: tuple[float, ...], score: C
                   *(np.concatenate([a, b]) for a, b in zip(scored[1:], more[1:])))
     return units, scored
 
+
 def declared_baseline(study: "StudyConfig", names: list[str]) -> bool:
     """Whether the study's baseline is the user's (not the space's middle, the default of
     :func:`arc_ray.api.make_study`) on any of the searched parameters ``names``."""
     base = flatten_config(study.baseline)
     middle = study.search_space.middle()
     return any(name in base and base[name] != middle[name] for name in names)
+
+
+def rich_history(n_completed: int, n_searched: int) -> bool:
+    """Whether ``n_completed`` trials are :data:`RICH_HISTORY` per searched parameter (at
+    least one parameter counted): the surrogate then polishes, the director gives it more."""
+    return n_completed >= RICH_HISTORY * max(1, n_searched)
 
 
 def startup_size(n_searched: int) -> int:
