@@ -508,6 +508,67 @@ def test_surrogate_polishes_the_best_trial_once_the_history_is_rich(toy_study):
             assert nearest_distance(fine[i:i + 1], np.delete(fine, i, axis=0))[0] > 0.1 * POLISH_RADIUS
 
 
+@pytest.fixture
+def narrow_study(tmp_path):
+    """One float and two discrete parameters (the toy trainable): a polish moves one axis."""
+    return StudyConfig.from_dict({
+        "name": "narrow", "trainable": "trainables.toy:objective", "metric": "score", "mode": "max",
+        "baseline": {"x": 0.0, "model": "small", "layers": 2, "epochs": 1},
+        "search_space": {"x": {"type": "float", "low": -1.0, "high": 1.0},
+                         "model": {"type": "categorical", "choices": ["small", "medium", "large"]},
+                         "layers": {"type": "int", "low": 1, "high": 6}},
+        "storage": str(tmp_path / "h"), "executor": "inprocess"})
+
+
+def test_surrogate_never_proposes_a_config_the_supervisor_refuses_as_a_duplicate(narrow_study):
+    """A search converged on its best (three rounds of moves 0.01 around it in its one
+    float): the surrogate's picks are all farther than the supervisor's duplicate tolerance
+    from every config run and from each other (the polish's finest moves, and snapped
+    discrete axes, used to land within it: a slot lost to a veto)."""
+    from arc_ray.agents.surrogate import SurrogateProposer
+
+    s = narrow_study
+    tol = s.supervisor.same_config_distance
+    for seed in range(4):
+        results = make_results(s, 15, seed=seed)
+        rng = np.random.default_rng(seed)
+        for r in range(3):
+            best = flatten_config(results[context(s, results).history().best_index()].config)
+            for i in range(4):
+                config = unflatten_config(dict(best, x=float(np.clip(best["x"] + rng.normal(0, 0.01), -1, 1))))
+                results.append(TrialResult(experiment_id=f"p{r}{i}", cycle_id=10 + r, status=JobStatus.COMPLETED,
+                                           config=config, metrics=toy_objective(config), duration_s=30.0))
+        ctx = context(s, results, quota=6)
+        props = SurrogateProposer(s).propose(ctx)
+        assert len(props) == 6
+        view = ctx.history()
+        pts = np.array([view.unit(flatten_config(p.changes)) for p in props])
+        assert nearest_distance(pts, view.X).min() > tol, seed
+        for i in range(len(pts)):
+            assert nearest_distance(pts[i:i + 1], np.delete(pts, i, axis=0))[0] > tol, seed
+
+
+def test_surrogate_proposes_nothing_over_the_risk_cap(narrow_study):
+    """Failures just past the optimum (x > 0.35; the best is near 0.3): the GP, fitted on
+    completed trials only, extrapolates high values into the failing region, but none of
+    the surrogate's picks is forecast to fail above the risk cap, which the critic and
+    the supervisor refuse (such picks used to be most of what the surrogate offered
+    around an optimum on a failure edge)."""
+    from arc_ray.agents.base import risk_cap, world_model_for
+    from arc_ray.agents.surrogate import SurrogateProposer
+
+    s = narrow_study
+    base = flatten_config(s.baseline)
+    for seed in range(4):
+        results = make_results(s, 20, seed=seed, fail=lambda f: "diverged" if f["x"] > 0.35 else None)
+        ctx = context(s, results, quota=6)
+        props = SurrogateProposer(s).propose(ctx)
+        assert props
+        risk = world_model_for(ctx, seed=s.seed).failure_probability(
+            [{**base, **flatten_config(p.changes)} for p in props])
+        assert (risk <= risk_cap(s, ctx.history())).all(), (seed, risk)
+
+
 # ------------------------------------------------------------------ explorer
 
 

@@ -8,14 +8,17 @@ candidates — scrambled Sobol points over the searched parameters, and Gaussian
 around the best trials (a trust region: small and larger steps); in the director's
 exploit cycles the trust region alone, since a GP fitted on a few trials extrapolates
 expected improvement to far corners along parameters it has not learned yet — by expected
-improvement times the chance the trial does not fail, and picks the batch greedily with
-local penalisation: after each pick, candidates near it lose acquisition, so a batch
-spreads over several promising spots instead of piling onto one (no refit needed, unlike
-a Kriging believer); trials still in flight (rolling decisions) damp their neighbours
-the same way. Once the history is rich (:data:`RICH_HISTORY` completed trials per
-searched parameter), all of the batch's slots but one go to polish: EI maximised over
-fine moves around the best trial, the picks a hair apart, so a converging search closes
-in on its optimum instead of spending most of each batch on far corners.
+improvement times the chance the trial does not fail (none over the risk cap, which the
+critic and the supervisor refuse), and picks the batch greedily with local penalisation:
+after each pick, candidates near it lose acquisition, so a batch spreads over several
+promising spots instead of piling onto one (no refit needed, unlike a Kriging
+believer); trials still in flight (rolling decisions) damp their neighbours the same way.
+Once the history is rich (:data:`RICH_HISTORY` completed trials per searched parameter),
+all of the batch's slots but one go to polish: EI maximised over fine moves around the
+best trial, the picks a hair apart, so a converging search closes in on its optimum
+instead of spending most of each batch on far corners. No pick lies
+within the supervisor's duplicate tolerance of a config run, in flight or picked before
+it: the supervisor would veto it, and its slot would go to a proposal ranked lower.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from scipy.stats import norm, qmc
 
 from arc_ray.agents._history import nearest_distance, rms_distance
-from arc_ray.agents.base import AgentContext, Proposer, world_model_for
+from arc_ray.agents.base import AgentContext, Proposer, risk_cap, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
 from arc_ray.records import Proposal, ProposalType, StrategyMode
@@ -211,6 +214,7 @@ class SurrogateProposer(Proposer):
         best = ctx.summary.best_value if ctx.summary.best_value is not None else wm.best
 
         fixed = {k: v for k, v in view.baseline_flat.items() if k not in names}
+        cap = risk_cap(self.study, view)
 
         def score(units: np.ndarray) -> tuple[dict[str, list], np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray, np.ndarray]:
@@ -222,7 +226,8 @@ class SurrogateProposer(Proposer):
             std = np.maximum(std, 1e-12)
             imp = self.study.sign * (mean - best)  # expected improvement over the current best
             ei = np.maximum(imp * norm.cdf(imp / std) + std * norm.pdf(imp / std), 0.0)
-            return columns, points, mean, std, risk, ei
+            # over the risk cap the critic and the supervisor refuse it: no acquisition
+            return columns, points, mean, std, risk, np.where(risk > cap, 0.0, ei)
 
         # Refine: finer and finer moves around the pool's best candidates, so the
         # acquisition's maximum is found to a small fraction of each axis, not to the
@@ -231,8 +236,7 @@ class SurrogateProposer(Proposer):
         units, (columns, points, mean, std, risk, ei) = _refine(units, score(units), REFINE_STEPS, score, rng,
                                                                 skip_nil=True)
         acq = ei * (1.0 - risk)
-        run = view.X[:, axes]
-        in_flight = run[view.status == "RUNNING"]  # trials in flight (rolling) damp like picks of this batch
+        in_flight = view.X[view.status == "RUNNING"][:, axes]  # (rolling) they damp like picks of this batch
         best_row = view.best_index()
         n_polish = (min(n, self.study.budget.trials_per_cycle) - 1
                     if best_row is not None and rich_history(view.n_completed, len(names)) else 0)
@@ -249,29 +253,38 @@ class SurrogateProposer(Proposer):
             acq = np.concatenate([acq, np.full(len(polish_acq), -np.inf)])
             polish_acq = np.concatenate([np.full(k0, -np.inf), polish_acq])
 
-        def damping(x: np.ndarray, radius: float) -> np.ndarray:  # local penalisation around the point x
-            return 1.0 - np.exp(-0.5 * (rms_distance(points, x)[:, 0] / radius) ** 2)
+        def damped(scores: np.ndarray, x: np.ndarray, radius: float) -> np.ndarray:
+            """``scores`` with local penalisation around the point ``x`` (the candidates
+            without acquisition, or masked at -inf, stay as they are)."""
+            factor = 1.0 - np.exp(-0.5 * (rms_distance(points, x)[:, 0] / radius) ** 2)
+            return np.where(scores > 0, scores * factor, scores)
 
         for x in in_flight:
-            acq = acq * damping(x, PENALTY_RADIUS)
+            acq = damped(acq, x, PENALTY_RADIUS)
             if n_polish:
-                polish_acq = polish_acq * damping(x, POLISH_RADIUS)
+                polish_acq = damped(polish_acq, x, POLISH_RADIUS)
         proposals: list[Proposal] = []
+        # the supervisor refuses a config within its duplicate tolerance of one run or in
+        # flight, or of one approved earlier in the cycle: such a pick would waste its slot
+        tol = self.study.supervisor.same_config_distance
+        picked: list[np.ndarray] = []
 
         def pick(scores: np.ndarray, radius: float, want: int, why: str) -> np.ndarray:
             """Greedy picks by ``scores`` with local penalisation at ``radius``; returns the
             scores left."""
-            for _ in range(4 * want):
+            for _ in range(8 * want):
                 if want <= 0 or not np.isfinite(scores).any() or scores.max() <= 0:
                     break
                 j = int(np.argmax(scores))
-                scores = scores * damping(points[j], radius)
+                scores = damped(scores, points[j], radius)
                 scores[j] = -np.inf
-                if nearest_distance(points[j], run)[0] < 1e-9:
-                    continue  # a config already run: the model's optimum sits on a known point
                 flat, notes = self.admissible({k: columns[k][j] for k in names}, ctx)
                 if flat is None:
                     continue
+                x = view.unit(flat)
+                if min(nearest_distance(x, view.X)[0], nearest_distance(x, np.array(picked))[0]) <= tol:
+                    continue  # a duplicate of a config run or picked (the model's optimum sits on one)
+                picked.append(x)
                 want -= 1
                 k = len(proposals) + 1
                 proposals.append(self.proposal_of(ctx, k, flat, notes, (
