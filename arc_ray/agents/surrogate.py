@@ -16,9 +16,9 @@ believer); trials still in flight (rolling decisions) damp their neighbours the 
 Once the history is rich (:data:`RICH_HISTORY` completed trials per searched parameter),
 all of the batch's slots but one go to polish: EI maximised over fine moves around the
 best trial, the picks a hair apart, so a converging search closes in on its optimum
-instead of spending most of each batch on far corners. No pick lies
-within the supervisor's duplicate tolerance of a config run, in flight or picked before
-it: the supervisor would veto it, and its slot would go to a proposal ranked lower.
+instead of spending most of each batch on far corners. No pick lies within the
+supervisor's duplicate tolerance of a config run, in flight or picked before it: the
+supervisor would veto it, and its slot would go to a proposal ranked lower.
 """
 
 from __future__ import annotations
