@@ -69,6 +69,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -444,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(problems)} problems x batches {args.batches} x {seeds} seeds x {args.samplers}: "
           f"{len(tasks)} runs of {budgets[-1]} evaluations on {args.workers} workers", flush=True)
     t0 = time.perf_counter()
+    # Ctrl-C or `kill -INT` reports the runs done so far, even where the shell started the
+    # benchmark in the background with SIGINT ignored (a run of an hour was lost to that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker)
     try:
         for i, record in enumerate(pool.imap_unordered(run_task, tasks), 1):
@@ -468,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if not complete:
         for s in args.samplers:
             rs = [r["seconds"] for r in runs if r["sampler"] == s]
-            print(f"  {s}: median {statistics.median(rs):.2f} s per run")
+            print(f"  {s}: median {statistics.median(rs):.2f} s per run" if rs else f"  {s}: no run done")
         return 0
     print(f"headline: search_gp_win_fraction={summary['win_fraction']['gp']:.2f}")
     print(f"headline: search_tpe_win_fraction={summary['win_fraction']['tpe']:.2f}")
