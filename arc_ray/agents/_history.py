@@ -167,7 +167,16 @@ class HistoryView:
 
     def baseline_ran(self, tolerance: float) -> bool:
         """Whether a trial (any status) ran the baseline: within ``tolerance`` of it in the unit cube."""
-        return bool(self.n) and float(nearest_distance(self.unit(self.baseline_flat)[None, :], self.X)[0]) <= tolerance
+        return self.ran_near(self.unit(self.baseline_flat), tolerance)
+
+    def ran_near(self, x: np.ndarray, tolerance: float, picked: Sequence[np.ndarray] = ()) -> bool:
+        """Whether the unit-cube point ``x`` lies within ``tolerance`` (RMS) of a trial of any
+        status, or of one of the points ``picked`` (this cycle's): the supervisor's
+        duplicate rule, which refuses such a config."""
+        d = float(nearest_distance(x[None, :], self.X)[0])
+        if len(picked):
+            d = min(d, float(nearest_distance(x[None, :], np.vstack(picked))[0]))
+        return d <= tolerance
 
     def axes(self, exclude: Iterable[str] = ()) -> np.ndarray:
         """Column indices of the searched parameters not in ``exclude``."""

@@ -55,7 +55,6 @@ class RecoveryProposer(Proposer):
         origin = f"best config {view.ids[best]} ({self.study.metric} {view.values[best]:.4g})" \
             if best is not None else "the baseline (nothing has completed)"
         rng = np.random.default_rng([self.study.seed, ctx.cycle_id, 23])
-        run_points = view.X
         tol = self.study.supervisor.same_config_distance
         plans = ["safer", "local", "restart"]
         proposals: list[Proposal] = []
@@ -72,10 +71,8 @@ class RecoveryProposer(Proposer):
                 flat, why = self._perturb(start, names, rng), f"local move around {origin}"
             if flat is None:
                 continue
-            others = np.vstack([run_points, *chosen_points]) if chosen_points else run_points
-
             def ran(flat: dict[str, Any]) -> bool:
-                return bool(len(others)) and nearest_distance(view.unit(flat)[None, :], others)[0] <= tol
+                return view.ran_near(view.unit(flat), tol, chosen_points)
 
             if plan == "restart" and ran(flat):  # the baseline already ran: nudge it instead
                 flat, why = self._perturb(base, names, rng), "local move around the baseline (which has run)"
@@ -85,7 +82,7 @@ class RecoveryProposer(Proposer):
             if notes:
                 why += "; " + ", ".join(notes)
             x = view.unit(flat)
-            chosen_points.append(x[None, :])
+            chosen_points.append(x)
             k = len(proposals) + 1
             rationale = f"recovery ({plan}): {why}; from {origin}: {describe_config(flat, names)}"
             risk = RiskLevel.LOW if plan in ("safer", "restart") else RiskLevel.MEDIUM

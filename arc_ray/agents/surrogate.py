@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from scipy.stats import norm, qmc
 
-from arc_ray.agents._history import nearest_distance, rms_distance
+from arc_ray.agents._history import rms_distance
 from arc_ray.agents.base import AgentContext, Proposer, risk_cap, world_model_for
 from arc_ray.agents.registry import register_proposer
 from arc_ray.historian.schema import EXPERIMENT_ID
@@ -282,7 +282,7 @@ class SurrogateProposer(Proposer):
                 if flat is None:
                     continue
                 x = view.unit(flat)
-                if min(nearest_distance(x, view.X)[0], nearest_distance(x, np.array(picked))[0]) <= tol:
+                if view.ran_near(x, tol, picked):
                     continue  # a duplicate of a config run or picked (the model's optimum sits on one)
                 picked.append(x)
                 want -= 1
