@@ -52,11 +52,11 @@ takes names or family names (``sklearn``, ``synthetic``, ``failure``).
 
 Cost: the full suite is 2,160 runs and does not fit 15 minutes on 2 cores. ARC runs
 in the driver (no Ray: ``run_study`` with ``executor="inprocess"`` and no cluster), so
-Optuna's GPSampler (median 4.5-6 s a run at 40 evaluations, 11 s at 100 in batches of
-4) dominates: 27 problems x 5 seeds at budgets 20/40/100, batches of 4, took 33 min
-wall; 27 problems x 10 seeds at budgets 20/40, batches of 8, 29 min; every sampler fresh. The peers do not change when ARC does: ``--reuse FILE`` takes
-their runs from an earlier raw results file and runs only ARC's (6-8 min for the same
-size).
+Optuna's GPSampler (median 7.7 s a run at 100 evaluations in batches of 4, 10.1 s in
+batches of 8) dominates: 27 problems x 10 seeds at budgets 20/40/100 took 48 min wall
+in batches of 4 and 56 min in batches of 8, every sampler fresh. The peers do not
+change when ARC does: ``--reuse FILE`` takes their runs from an earlier raw results file
+and runs only ARC's (10 min for the batches-of-4 size on 2 workers).
 """
 
 from __future__ import annotations
