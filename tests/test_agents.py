@@ -478,10 +478,11 @@ def test_surrogate_exploits_inside_its_trust_region_only(toy_study):
 
 def test_surrogate_polishes_the_best_trial_once_the_history_is_rich(toy_study):
     """With RICH_HISTORY completed trials per searched parameter, all the batch's slots
-    but one go to polish: EI's best moves within a hair of the best trial, apart from each
-    other; the surrogate's other picks (first) maximise the acquisition over its whole
-    pool. With fewer trials every pick comes from the whole pool."""
-    from arc_ray.agents.surrogate import POLISH_RADIUS, POLISH_STEPS, RICH_HISTORY, SurrogateProposer
+    but one (at most POLISH_MAX) go to polish: EI's best moves within a hair of the best
+    trial, apart from each other; the surrogate's other picks (first) maximise the
+    acquisition over its whole pool. With fewer trials every pick comes from the whole pool."""
+    from arc_ray.agents.surrogate import (
+        POLISH_MAX, POLISH_RADIUS, POLISH_STEPS, RICH_HISTORY, SurrogateProposer)
 
     rich = RICH_HISTORY * len(toy_study.searched_names)
     slots = toy_study.budget.trials_per_cycle
@@ -506,6 +507,11 @@ def test_surrogate_polishes_the_best_trial_once_the_history_is_rich(toy_study):
         fine = pts[polish]
         for i in range(len(fine)):  # polish picks apart from each other
             assert nearest_distance(fine[i:i + 1], np.delete(fine, i, axis=0))[0] > 0.1 * POLISH_RADIUS
+    # a large batch: at most POLISH_MAX polish picks, the other slots from the whole pool
+    wide = toy_study.model_copy(update={"budget": toy_study.budget.model_copy(update={"trials_per_cycle": 8})})
+    props = SurrogateProposer(wide).propose(context(wide, make_results(wide, rich + 5, seed=1), quota=10))
+    assert len(props) == 10
+    assert sum("polish" in p.rationale for p in props) == POLISH_MAX
 
 
 @pytest.fixture

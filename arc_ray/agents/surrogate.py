@@ -14,7 +14,7 @@ after each pick, candidates near it lose acquisition, so a batch spreads over se
 promising spots instead of piling onto one (no refit needed, unlike a Kriging
 believer); trials still in flight (rolling decisions) damp their neighbours the same way.
 Once the history is rich (:data:`RICH_HISTORY` completed trials per searched parameter),
-all of the batch's slots but one go to polish: EI maximised over fine moves around the
+all of the batch's slots but one (at most :data:`POLISH_MAX`) go to polish: EI maximised over fine moves around the
 best trial, the picks a hair apart, so a converging search closes in on its optimum
 instead of spending most of each batch on far corners. No pick lies within the
 supervisor's duplicate tolerance of a config run, in flight or picked before it: the
@@ -62,7 +62,7 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 # Once the history holds RICH_HISTORY completed trials per searched parameter, the world
 # model is fitted on enough data to be trusted near its optimum: the director gives the
 # surrogate more of every mode's proposals (``director.RICH_SURROGATE``), and all of the
-# batch's slots (``budget.trials_per_cycle``) but one go to polish: EI maximised over
+# batch's slots (``budget.trials_per_cycle``) but one, at most POLISH_MAX, go to polish: EI maximised over
 # moves of POLISH_STEPS around the best trial, refined down to the last of POLISH_REFINE,
 # the picks POLISH_RADIUS apart. The surrogate's other picks (first) stay the
 # acquisition's maximum over the whole pool, which often explores. Optuna's GPSampler
@@ -74,6 +74,12 @@ RICH_HISTORY = 5
 POLISH_STEPS = (0.01, 0.003, 0.001, 0.0003)  # moves around the best trial, unit-cube units per axis
 POLISH_MOVES = 32  # moves per polish step
 POLISH_REFINE = (0.003, 0.001, 0.0003, 0.0001)
+# At most POLISH_MAX polish picks a cycle: with batches of 8 (10 seeds, budgets
+# 20/40/100) seven polish picks a cycle sat on CV-accuracy plateaus (svm_digits: ARC worse
+# than random at 40 and 100); capped, per seed vs TPE / GP / random 577-182, 489-277,
+# 670-101 (567-201, 472-301, 654-114 before), worse than random in 4 cells (6), run by run
+# even (186 better, 183 worse). Batches of 4 polish 3 either way.
+POLISH_MAX = 3
 POLISH_RADIUS = 0.01  # RMS distance within which a polish pick damps the other polish candidates
 
 
@@ -238,7 +244,7 @@ class SurrogateProposer(Proposer):
         acq = ei * (1.0 - risk)
         in_flight = view.X[view.status == "RUNNING"][:, axes]  # (rolling) they damp like picks of this batch
         best_row = view.best_index()
-        n_polish = (min(n, self.study.budget.trials_per_cycle) - 1
+        n_polish = (min(n, self.study.budget.trials_per_cycle, POLISH_MAX + 1) - 1
                     if best_row is not None and rich_history(view.n_completed, len(names)) else 0)
         if n_polish:
             polish_units, polished = self._polish(view.X[best_row, axes], score, rng)
