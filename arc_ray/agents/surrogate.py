@@ -14,9 +14,9 @@ after each pick, candidates near it lose acquisition, so a batch spreads over se
 promising spots instead of piling onto one (no refit needed, unlike a Kriging
 believer); trials still in flight (rolling decisions) damp their neighbours the same way.
 Once the history is rich (:data:`RICH_HISTORY` completed trials per searched parameter),
-all of the batch's slots but one (at most :data:`POLISH_MAX`) go to polish: EI maximised over fine moves around the
-best trial, the picks a hair apart, so a converging search closes in on its optimum
-instead of spending most of each batch on far corners. No pick lies within the
+all of the batch's slots but one (at most :data:`POLISH_MAX`) go to polish: EI
+maximised over fine moves around the best trial, the picks a hair apart, so a converging
+search closes in on its optimum instead of spending most of each batch on far corners. No pick lies within the
 supervisor's duplicate tolerance of a config run, in flight or picked before it: the
 supervisor would veto it, and its slot would go to a proposal ranked lower.
 """
@@ -62,10 +62,10 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 # Once the history holds RICH_HISTORY completed trials per searched parameter, the world
 # model is fitted on enough data to be trusted near its optimum: the director gives the
 # surrogate more of every mode's proposals (``director.RICH_SURROGATE``), and all of the
-# batch's slots (``budget.trials_per_cycle``) but one, at most POLISH_MAX, go to polish: EI maximised over
-# moves of POLISH_STEPS around the best trial, refined down to the last of POLISH_REFINE,
-# the picks POLISH_RADIUS apart. The surrogate's other picks (first) stay the
-# acquisition's maximum over the whole pool, which often explores. Optuna's GPSampler
+# batch's slots (``budget.trials_per_cycle``) but one, at most POLISH_MAX, go to
+# polish: EI maximised over moves of POLISH_STEPS around the best trial, refined down
+# to the last of POLISH_REFINE, the picks POLISH_RADIUS apart. The surrogate's other
+# picks (first) stay the acquisition's maximum over the whole pool, which often explores. Optuna's GPSampler
 # batches look the same: its first ask maximises log EI alone, the asks with trials
 # pending land within a hair of its best. In bench_search (batches of 4, budgets
 # 20/40/100, 5 seeds) 165 runs better and 86 worse than one pool for every pick (at 100
