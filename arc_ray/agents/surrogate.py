@@ -16,9 +16,10 @@ believer); trials still in flight (rolling decisions) damp their neighbours the 
 Once the history is rich (:data:`RICH_HISTORY` completed trials per searched parameter),
 all of the batch's slots but one (at most :data:`POLISH_MAX`) go to polish: EI
 maximised over fine moves around the best trial, the picks a hair apart, so a converging
-search closes in on its optimum instead of spending most of each batch on far corners. No pick lies within the
-supervisor's duplicate tolerance of a config run, in flight or picked before it: the
-supervisor would veto it, and its slot would go to a proposal ranked lower.
+search closes in on its optimum instead of spending most of each batch on far corners.
+No pick lies within the supervisor's duplicate tolerance of a config run, in flight or
+picked before it: the supervisor would veto it, and its slot would go to a proposal
+ranked lower.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ REFIT_GROWTH = 0.05  # refit once the history grew by this share (every cycle wh
 # batch's slots (``budget.trials_per_cycle``) but one, at most POLISH_MAX, go to
 # polish: EI maximised over moves of POLISH_STEPS around the best trial, refined down
 # to the last of POLISH_REFINE, the picks POLISH_RADIUS apart. The surrogate's other
-# picks (first) stay the acquisition's maximum over the whole pool, which often explores. Optuna's GPSampler
-# batches look the same: its first ask maximises log EI alone, the asks with trials
-# pending land within a hair of its best. In bench_search (batches of 4, budgets
+# picks (first) stay the acquisition's maximum over the whole pool, which often
+# explores. Optuna's GPSampler batches look the same: its first ask maximises log EI
+# alone, the asks with trials pending land within a hair of its best. In bench_search (batches of 4, budgets
 # 20/40/100, 5 seeds) 165 runs better and 86 worse than one pool for every pick (at 100
 # evaluations 75 and 49; cells vs GP 47 → 53 of 81).
 RICH_HISTORY = 5
