@@ -45,7 +45,9 @@ JSON file (``--out``, default ``benchmarks/results/search-<time>.json``).
 
 Run (the full suite: 27 problems, budgets 20/40/100, batches 4 and 8, 10 seeds)::
 
-    .venv/bin/python benchmarks/bench_search.py --workers 2
+    .venv/bin/python benchmarks/bench_search.py
+
+(``--workers`` defaults to the cores this process may use, one thread each: 2 here.)
 
 For development: ``--quick`` (4 problems, 3 seeds, budgets 20/40); ``--problems``
 takes names or family names (``sklearn``, ``synthetic``, ``failure``).
@@ -402,6 +404,14 @@ def _problem_names(selected: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 problems, 3 seeds, budgets 20 and 40")
@@ -411,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 8], help="batch sizes (default 4 8)")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS,
                         help="run only these (the report needs all four; for timing)")
-    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--workers", type=int, default=_cores(),
+                        help=f"processes, one thread each (default: the cores this process may use, {_cores()} here)")
     parser.add_argument("--out", type=Path, help="raw results JSON (default benchmarks/results/search-<time>.json)")
     parser.add_argument("--reuse", type=Path, help="take the peers' runs (tpe, gp, random: they do not change "
                         "with ARC) from this earlier raw results JSON where it has them; run only the rest")
