@@ -134,3 +134,23 @@ def test_baseline_random_declares_a_drawn_baseline_per_problem_and_seed(monkeypa
     assert declared[0] == declared[1] != declared[2]
     assert all(any(d[k] != middle[k] for k in middle) for d in declared[:3])
     assert {k: declared[3][k] for k in middle} == middle  # the default: make_study's middle
+
+
+
+def test_proposer_yield_scores_every_trial_by_phase_and_proposer(capsys):
+    """The analysis behind the README's "who proposes what pays" table: every trial of a
+    run lands in one phase x proposer cell with a percentile among the random draws in
+    [0, 1]; main ends with the early cycles' median percentile as its headline."""
+    yield_ = _load("proposer_yield")
+    draws = yield_._random_draws(["branin_cat"], 4, 12, 2, None)
+    assert len(draws["branin_cat"]) == 24 and (draws["branin_cat"][:-1] <= draws["branin_cat"][1:]).all()
+    pct, new_best = yield_.tally(["branin_cat"], 4, 12, 1, draws)
+    assert sum(len(xs) for xs in pct.values()) == 12  # 12 trials in batches of 4: cycles 1 to 3
+    assert {phase for phase, _ in pct} == {"1", "2-3"}
+    assert all(0.0 <= x <= 1.0 for xs in pct.values() for x in xs)
+    marks = [m for ms in new_best.values() for m in ms]
+    assert len(marks) == 12 and set(marks) <= {0, 1} and sum(marks) <= 11  # the first trial beats nothing
+    assert yield_.main(["--problems", "branin_cat", "--batch", "4", "--evals", "12", "--seeds", "1",
+                        "--draw-seeds", "2"]) == 0
+    head = capsys.readouterr().out.strip().splitlines()[-1]
+    assert head.startswith("headline: early_batch_percentile=") and 0.0 <= float(head.split("=")[1]) <= 1.0
