@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from arc_ray.study import StudyConfig
 
 logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # import failures already logged in this process
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -64,12 +65,14 @@ class ExperimentConfigGenerator:
         self.output_dir = str(output_dir or study.experiments_dir)  # a folder or a URI: never Path() it
         self._learned: list[Constraint] = list(constraints or [])
         self._config_model: type[BaseModel] | None | bool = False  # False = not looked up yet
+        self._copy = False  # unpickled in another process (an agent's actor)
         self._baseline_flat = flatten_config(study.baseline)
 
     def __getstate__(self) -> dict[str, Any]:
         # The trainable's Config is looked up again where it is needed: unpickling the
         # class would import the trainable (torch, timm) in agents that never validate.
-        return {**self.__dict__, "_config_model": False}
+        # A copy marks itself: see _get_config_model.
+        return {**self.__dict__, "_config_model": False, "_copy": True}
 
     # ------------------------------------------------------------ constraints
 
@@ -219,7 +222,23 @@ class ExperimentConfigGenerator:
 
     def _get_config_model(self) -> type[BaseModel] | None:
         if self._config_model is False:
-            self._config_model = self.study.load_config_model()
+            try:
+                self._config_model = self.study.load_config_model()
+            except ConfigValidationError as exc:
+                if not self._copy:
+                    raise
+                # A copy in an agent's actor that cannot import the trainable's module:
+                # it is on the driver's path only (a script's folder, a notebook's
+                # sys.path). Rejecting every config here left the proposers with nothing
+                # to propose. The driver checks the study's trainable before the loop
+                # starts, and the collective validates every proposal against its
+                # Config again in the driver.
+                rule = exc.violations[0].rule
+                if rule not in _WARNED:  # once per process, not once per cycle and agent
+                    _WARNED.add(rule)
+                    logger.warning("not checking configs against the trainable's Config in this process "
+                                   "(%s); the driver checks every proposal against it", rule)
+                self._config_model = None
         return self._config_model  # type: ignore[return-value]
 
 

@@ -37,7 +37,7 @@ from arc_ray.feasibility import check_cluster_fits, cluster_started_here, cluste
 from arc_ray.historian.schema import BEST_VALUE, CYCLE_ID, MODE, OFFLINE
 from arc_ray.records import (CycleEvent, CycleReport, Decision, HistorySummary, JobStatus, RunReport, StopReason,
                              TrialResult, count_outcomes, count_statuses)
-from arc_ray.stopping import check_cycle_failures, check_stop, recover_cycles_without_improvement
+from arc_ray.stopping import check_cycle_failures, check_idle_cycles, check_stop, recover_cycles_without_improvement
 from arc_ray.storage import atomic_write_text, read_text
 
 if TYPE_CHECKING:
@@ -572,7 +572,7 @@ class Orchestrator:
                 stop = (StopReason.MAX_CYCLES, f"did the {max_cycles} cycle(s) asked for")
                 break
             reports.append(self.run_autonomous_cycle())
-            stop = check_cycle_failures(reports[-1].results)
+            stop = check_cycle_failures(reports[-1].results) or check_idle_cycles(reports)
             if stop is not None:
                 break
         summary = self._get(self.historian.summary.remote())

@@ -451,6 +451,7 @@ class StopReason(str, Enum):
     GPU_BUDGET = "gpu_budget"  # budget.max_gpu_hours are spent
     NO_IMPROVEMENT = "no_improvement"  # early stopping (opt-in): N recover cycles did not improve the best
     ALL_FAILED = "all_failed"  # every trial of a cycle failed with the same error
+    NOTHING_TO_RUN = "nothing_to_run"  # stopping.IDLE_CYCLES cycles in a row approved no trial
 
 
 class RunReport(_Record):

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from arc_ray.records import (CycleReport, Decision, DecisionOutcome, JobStatus, RunReport, StopReason,
                              TrialResult, count_statuses)
-from arc_ray.stopping import check_stop
+from arc_ray.stopping import check_idle_cycles, check_stop
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -222,8 +222,11 @@ class RollingLoop:
                     stop = (StopReason.MAX_CYCLES, f"did the {max_cycles} cycle(s) asked for")
                 if stop is None:
                     started += 1
-                    if not self._decide_round(free) and self.inflight:
-                        self._wait_for_a_result()  # nothing new to run: decide again after a result
+                    if not self._decide_round(free):
+                        if self.inflight:
+                            self._wait_for_a_result()  # nothing new to run: decide again after a result
+                        else:  # nothing runs and nothing will end: rounds in a row that run nothing stop
+                            stop = check_idle_cycles(self.reports)
                     continue
             if not self.inflight:
                 break

@@ -11,13 +11,14 @@ A cycle row is a mapping with ``cycle_id``, ``mode`` (the director's strategy mo
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from arc_ray.historian.schema import BEST_VALUE, MODE, OFFLINE
 from arc_ray.records import ErrorClass, HistorySummary, JobStatus, StopReason, StrategyMode
 
 if TYPE_CHECKING:
-    from arc_ray.records import TrialResult
+    from arc_ray.records import CycleReport, TrialResult
     from arc_ray.study import StudyConfig
 
 # Failures that depend on the config tried (the search's business: it learns to avoid
@@ -110,4 +111,28 @@ def check_cycle_failures(results: Sequence["TrialResult"]) -> tuple[StopReason, 
         f"({cls}): {message}; fix the objective and run again")
 
 
-__all__ = ["check_cycle_failures", "check_stop", "recover_cycles_without_improvement"]
+IDLE_CYCLES = 3  # cycles in a row that run no trial before the loop stops
+
+
+def check_idle_cycles(reports: Sequence["CycleReport"], limit: int = IDLE_CYCLES) -> tuple[StopReason, str] | None:
+    """Whether the loop is deciding in vain: the last ``limit`` cycles of this run ran no
+    trial (offline cycles, which run nothing by design, do not count). Without this rule
+    a loop with no trial or cycle budget went on deciding empty cycles for ever.
+
+    Returns:
+        :attr:`StopReason.NOTHING_TO_RUN` and a sentence with the last cycle's most
+        common rejection reasons, or ``None`` to go on.
+    """
+    last = list(reports[-limit:])
+    if len(last) < limit or any(r.results or r.offline for r in last):
+        return None
+    reasons = Counter(d.reason for d in last[-1].decisions if not d.outcome.runs())
+    why = ("; ".join(f"{n} x {reason[:200]}" for reason, n in reasons.most_common(2))
+           if reasons else "no proposer proposed anything")
+    return StopReason.NOTHING_TO_RUN, (
+        f"the last {limit} cycles ran no trial (cycles {last[0].cycle_id}-{last[-1].cycle_id}); "
+        f"cycle {last[-1].cycle_id}'s rejections: {why}")
+
+
+__all__ = ["IDLE_CYCLES", "check_cycle_failures", "check_idle_cycles", "check_stop",
+           "recover_cycles_without_improvement"]

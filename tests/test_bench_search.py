@@ -154,3 +154,31 @@ def test_proposer_yield_scores_every_trial_by_phase_and_proposer(capsys):
                         "--draw-seeds", "2"]) == 0
     head = capsys.readouterr().out.strip().splitlines()[-1]
     assert head.startswith("headline: early_batch_percentile=") and 0.0 <= float(head.split("=")[1]) <= 1.0
+
+
+def _two_choices(config):
+    return {"value": {"a": 1.0, "b": 2.0}[config["k"]]}
+
+
+def test_a_rolling_loop_with_nothing_left_to_run_stops_and_says_why(tmp_path):
+    """Rolling decisions on a space of two configs and no trial budget: once both ran and
+    none is in flight, every round is empty. The loop decided empty rounds for ever (here
+    until the 30 asked for); now it stops after stopping.IDLE_CYCLES of them."""
+    import arc_ray
+    from _virtual_slots import VirtualSlots
+
+    from arc_ray.orchestrator import Orchestrator
+    from arc_ray.stopping import IDLE_CYCLES
+
+    study = arc_ray.make_study(_two_choices, {"k": {"type": "categorical", "choices": ["a", "b"]}}, "value",
+                               executor="inprocess", storage=tmp_path, scheduling="rolling",
+                               max_concurrent_trials=2)
+    orch = Orchestrator(study, trainable=_two_choices, in_driver=True, poll_interval_s=0.05,
+                        executor=VirtualSlots(study, _two_choices, 2))
+    try:
+        report = orch.run(max_cycles=30)
+    finally:
+        orch.shutdown(kill_actors=True)
+    assert report.stop_reason.value == "nothing_to_run", report.stop_message
+    assert report.n_trials == 2 and report.best_value == 2.0
+    assert [len(c.results) for c in report.cycles][-IDLE_CYCLES:] == [0] * IDLE_CYCLES

@@ -130,6 +130,37 @@ def test_in_driver_mode_decides_and_records_the_same_as_actors(ray_session, tmp_
     assert seen[True] == seen[False]
 
 
+@pytest.mark.ray
+def test_an_objective_only_the_driver_can_import_still_runs_with_actors(ray_session, tmp_path, monkeypatch):
+    """Ray is up, so the agents run as actors, in processes that cannot import a module
+    on the driver's path only (a script's folder, a notebook's sys.path). They looked the
+    trainable's Config up to validate their configs, rejected every one, and the loop
+    spent its cycles with nothing to run (0 of 8 trials before the fix). The driver still
+    validates every proposal against the Config: an invalid one never runs."""
+    (tmp_path / "driver_only_objective.py").write_text(
+        "from pydantic import BaseModel, field_validator\n"
+        "class Config(BaseModel):\n"
+        "    x: float\n"
+        "    @field_validator('x')\n"
+        "    @classmethod\n"
+        "    def not_too_high(cls, v):\n"
+        "        if v > 0.9:\n"
+        "            raise ValueError('x above 0.9 is not allowed')\n"
+        "        return v\n"
+        "calls = []\n"
+        "def objective(config):\n"
+        "    calls.append(config['x'])\n"
+        "    return -(config['x'] - 0.3) ** 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_objective as mod
+
+    report = run_study(mod.objective, {"x": {"type": "float", "low": -1.0, "high": 1.0}}, "score",
+                       executor="inprocess", storage=tmp_path / "h", seed=1,
+                       budget={"max_trials": 8, "trials_per_cycle": 4, "max_cycles": 4})
+    assert report.n_trials == 8 and len(mod.calls) == 8, report.stop_message
+    assert all(x <= 0.9 for x in mod.calls)  # the driver applied the Config the actors could not import
+
+
 def test_a_cheap_objective_runs_without_ray(tmp_path):
     script = (f"import sys, arc_ray\n"
               f"from test_orchestrator_api import _objective_2d, SPACE_2D\n"
@@ -156,3 +187,36 @@ def test_a_broken_objective_stops_after_one_cycle_with_its_error(tmp_path):
     report = Orchestrator(study, in_driver=True).run()
     assert report.stop_reason.value == "all_failed" and report.n_trials == 4
     assert "KeyError" in report.stop_message and "'lr'" in report.stop_message
+
+
+def _choice_objective(config):
+    return {"score": {"a": 1.0, "b": 2.0}[config["k"]]}
+
+
+def test_a_loop_with_nothing_left_to_run_stops_and_says_why(tmp_path):
+    """Two configs in the whole space and no trial budget: once both ran, every proposal
+    is a duplicate. The loop decided empty cycles for ever (here, until the 12 cycles
+    asked for); now it stops after stopping.IDLE_CYCLES of them, quoting the rejections."""
+    from arc_ray.orchestrator import Orchestrator
+    from arc_ray.stopping import IDLE_CYCLES
+
+    study = make_study(_choice_objective, {"k": {"type": "categorical", "choices": ["a", "b"]}}, "score",
+                       executor="inprocess", storage=tmp_path, budget={"trials_per_cycle": 2})
+    report = Orchestrator(study, in_driver=True).run(max_cycles=12)
+    assert report.stop_reason.value == "nothing_to_run", report.stop_message
+    assert report.n_trials == 2 and report.best_value == 2.0
+    ran = [len(c.results) for c in report.cycles]
+    assert ran[-IDLE_CYCLES:] == [0] * IDLE_CYCLES and sum(ran) == 2 and len(ran) < 12
+    assert f"the last {IDLE_CYCLES} cycles ran no trial" in report.stop_message
+
+
+def test_offline_cycles_are_not_idle_cycles():
+    from arc_ray.records import CycleReport
+    from arc_ray.stopping import check_idle_cycles
+
+    offline = [CycleReport(study="s", cycle_id=i, offline=True) for i in (1, 2, 3)]
+    assert check_idle_cycles(offline) is None
+    idle = [CycleReport(study="s", cycle_id=i) for i in (1, 2, 3)]
+    reason, message = check_idle_cycles(idle)
+    assert reason.value == "nothing_to_run" and "no proposer proposed anything" in message
+    assert check_idle_cycles(idle[:2]) is None
