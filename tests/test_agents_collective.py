@@ -271,3 +271,48 @@ def test_collective_with_ray_actor_handles(toy_study, ray_session):
     finally:
         for h in actor.values():
             ray.kill(h)
+
+
+class DiesOnce:
+    """A proposer whose process dies in its first ``propose`` (its node went away);
+    Ray restarts the actor, and the restarted one proposes."""
+
+    def __init__(self, study, marker: str) -> None:
+        from arc_ray.agents.explorer import ExplorerProposer
+
+        self.inner = ExplorerProposer(study, name="diesonce")
+        self.marker = Path(marker)
+
+    def propose(self, ctx):
+        import os
+
+        if not self.marker.exists():
+            self.marker.write_text("died")
+            os._exit(1)
+        return self.inner.propose(ctx)
+
+    def vote(self, proposals, ctx):
+        return []
+
+
+@pytest.mark.ray
+def test_an_agent_whose_actor_dies_is_called_again_once_it_restarts(toy_study, ray_session, tmp_path):
+    """Ray's task retries can run out before a dead actor is back (the chaos test's
+    nodes: a cycle lost a proposer's proposals and ran 2 trials instead of 4). The
+    collective calls a restarted agent again, so its proposals are not lost."""
+    import sys
+
+    ray = ray_session
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    agents = build_agents(toy_study)
+    dies = ray.remote(DiesOnce).options(num_cpus=0, max_restarts=1, max_task_retries=0).remote(
+        toy_study, str(tmp_path / "died"))
+    mixed = {"director": FixedDirector(toy_study, {"diesonce": 2, "explorer": 1}), "explorer": agents["explorer"],
+             "critic": agents["critic"], "supervisor": agents["supervisor"], "diesonce": dies}
+    try:
+        summary, table = history_of(toy_study, make_results(toy_study, 6))
+        cd = Collective(toy_study, mixed, timeout_s=120).decide(2, summary, table)
+        assert (tmp_path / "died").exists()  # it did die
+        assert sum(p.proposer == "diesonce" for p in cd.proposals) == 2, [d.reason for d in cd.decisions]
+    finally:
+        ray.kill(dies)

@@ -58,13 +58,19 @@ class CycleDecision(BaseModel):
         return sorted((d for d in self.decisions if d.outcome.runs()), key=lambda d: (d.rank or 0, d.experiment_id))
 
 
+ACTOR_RETRIES = 3  # calls again to an agent whose actor went away with its node, while it restarts
+ACTOR_RETRY_WAIT_S = 2.0
+
+
 class _Call:
-    """A call to an agent: finished (value or error) or pending on Ray."""
+    """A call to an agent: finished (value or error) or pending on Ray (with what to call
+    again if its actor goes away)."""
 
-    __slots__ = ("ref", "value", "error")
+    __slots__ = ("ref", "value", "error", "again")
 
-    def __init__(self, ref: Any = None, value: Any = None, error: BaseException | None = None) -> None:
-        self.ref, self.value, self.error = ref, value, error
+    def __init__(self, ref: Any = None, value: Any = None, error: BaseException | None = None,
+                 again: Any = None) -> None:
+        self.ref, self.value, self.error, self.again = ref, value, error, again
 
 
 def _start(agent: Any, method: str, *args: Any) -> _Call:
@@ -73,24 +79,41 @@ def _start(agent: Any, method: str, *args: Any) -> _Call:
         fn = getattr(agent, method)
         remote = getattr(fn, "remote", None)
         if remote is not None:
-            return _Call(ref=remote(*args))
+            return _Call(ref=remote(*args), again=lambda: remote(*args))
         return _Call(value=fn(*args))
     except Exception as exc:  # an agent's failure costs its own contribution only
         return _Call(error=exc)
 
 
 def _finish(calls: list[_Call], timeout_s: float) -> list[_Call]:
-    """Wait for pending Ray calls (one deadline for all); each failure stays its own."""
+    """Wait for pending Ray calls (one deadline for all); each failure stays its own.
+
+    An agent's actor that went away (its node died; Ray restarts it, ``max_restarts``)
+    is called again, up to :data:`ACTOR_RETRIES` times :data:`ACTOR_RETRY_WAIT_S` apart
+    within the deadline: Ray's own task retries can run out before the actor is back,
+    and the cycle would lose that agent's proposals or votes.
+    """
     pending = [c for c in calls if c.ref is not None]
     if pending:
         import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         deadline = time.monotonic() + timeout_s
         for c in pending:
-            try:
-                c.value = ray.get(c.ref, timeout=max(deadline - time.monotonic(), 0.0))
-            except Exception as exc:
-                c.error = exc
+            for attempt in range(ACTOR_RETRIES + 1):
+                try:
+                    c.value, c.error = ray.get(c.ref, timeout=max(deadline - time.monotonic(), 0.0)), None
+                    break
+                except (ActorUnavailableError, RayActorError) as exc:
+                    c.error = exc
+                    if attempt == ACTOR_RETRIES or deadline - time.monotonic() < 2 * ACTOR_RETRY_WAIT_S:
+                        break
+                    logger.warning("an agent's actor is unavailable (%s); calling it again", _short(exc))
+                    time.sleep(ACTOR_RETRY_WAIT_S)
+                    c.ref = c.again()
+                except Exception as exc:
+                    c.error = exc
+                    break
             c.ref = None
     return calls
 
