@@ -113,9 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random", type=Path, help="a bench_search raw results file to take random draws from")
     parser.add_argument("--draw-seeds", type=int, default=5, help="random runs per problem when drawn here")
     args = parser.parse_args(argv)
-    bs._init_worker()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("arc_ray").setLevel(logging.ERROR)
     names = bs._problem_names(args.problems or list(PROBLEMS))
     draws = _random_draws(names, args.batch, args.evals, args.draw_seeds, args.random)
     pct, new_best = tally(names, args.batch, args.evals, args.seeds, draws)
@@ -135,4 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # quiet logs for a command-line run only: main() called in a process (the tests) leaves
+    # that process's logging as it was
+    bs._init_worker()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("arc_ray").setLevel(logging.ERROR)
     sys.exit(main())
