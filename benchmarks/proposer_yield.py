@@ -63,19 +63,12 @@ def _random_draws(names: list[str], batch: int, evals: int, seeds: int, path: Pa
     return {n: np.sort(np.array(v) * (1.0 if PROBLEMS[n].mode == "min" else -1.0)) for n, v in draws.items()}
 
 
-def _trials(storage: str):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted(p for p in Path(storage).rglob("*.parquet") if "trials" in p.parts)
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pandas()
-
-
 def tally(names: list[str], batch: int, evals: int, seeds: int, draws: dict[str, np.ndarray]
           ) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[int]]]:
     """ARC's runs of each problem; per (phase, proposer) every trial's percentile among
     ``draws`` (minimising direction, sorted) and whether it set a new best (1 / 0)."""
     import arc_ray
+    from arc_ray.historian import HistoryReader
 
     pct: dict[tuple[str, str], list[float]] = defaultdict(list)
     new_best: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -86,10 +79,12 @@ def tally(names: list[str], batch: int, evals: int, seeds: int, draws: dict[str,
             bs._CURRENT = bs._Evaluations(problem)
             storage = tempfile.mkdtemp(prefix="arc-yield-")
             try:
-                arc_ray.run_study(bs.arc_objective, search_space=problem.space, metric="value", mode=problem.mode,
-                                  executor="inprocess", name=f"{name}-{seed}", storage=storage, seed=seed,
-                                  budget={"max_trials": evals, "trials_per_cycle": batch, "max_cycles": evals})
-                table = _trials(storage).sort_values("cycle_id", kind="stable")
+                study = arc_ray.make_study(bs.arc_objective, problem.space, "value", mode=problem.mode,
+                                           executor="inprocess", name=f"{name}-{seed}", storage=storage, seed=seed,
+                                           budget={"max_trials": evals, "trials_per_cycle": batch,
+                                                   "max_cycles": evals})
+                arc_ray.run_study(study)
+                table = HistoryReader(study).trials_table().to_pandas().sort_values("cycle_id", kind="stable")
             finally:
                 shutil.rmtree(storage, ignore_errors=True)
             best = math.inf
